@@ -1,0 +1,123 @@
+"""The `quantforge` command."""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from quantforge.errors import QuantforgeError
+
+app = typer.Typer(help="A quantization factory for LLMs served on Intel CPUs.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+# A pipe or CI log gets a wide table instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def fail(message: str) -> None:
+    """Print one line to stderr and exit non-zero."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "request"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"`{field}`: {message} (got {first['input']!r})" if first["loc"] else message
+
+
+@app.command()
+def run(
+    model: Annotated[str, typer.Argument(help="Hub id (org/name), a local model directory, or "
+                                              "bundled:SmolLM2-135M-Instruct")],
+    revision: Annotated[str, typer.Option(help="Branch, tag or commit sha of a Hub model.")] = "main",
+    recipes: Annotated[str, typer.Option(help="Recipe set name (see `quantforge recipes`) or YAML path.")] = "default",
+    only: Annotated[list[str] | None, typer.Option(help="Run only this recipe of the set (repeatable).")] = None,
+    calibration: Annotated[str | None, typer.Option(help="wikitext2, c4, or a .txt/.jsonl file or folder.")] = None,
+    eval: Annotated[str, typer.Option("--eval", help="wikitext2, c4, or a .txt/.jsonl file or folder.")] = "wikitext2",
+    num_samples: Annotated[int, typer.Option(help="Calibration samples.")] = 64,
+    seq_len: Annotated[int, typer.Option(help="Tokens per calibration sample.")] = 128,
+    window: Annotated[int, typer.Option(help="Tokens per perplexity window.")] = 512,
+    max_eval_windows: Annotated[int, typer.Option(help="At most this many evaluation windows.")] = 32,
+    seed: Annotated[int, typer.Option(help="Calibration sampling seed.")] = 0,
+    new_tokens: Annotated[int, typer.Option(help="Tokens generated in the decode speed test.")] = 64,
+    export_dtype: Annotated[str, typer.Option(help="Baseline IR precision: fp16 or fp32.")] = "fp16",
+    max_ppl_increase: Annotated[float | None, typer.Option(help="Gate: max Δppl in % for every recipe.")] = None,
+    max_ppl: Annotated[float | None, typer.Option(help="Gate: max absolute perplexity.")] = None,
+    min_speedup: Annotated[float | None, typer.Option(help="Gate: min decode speed-up vs the baseline.")] = None,
+    max_size_mb: Annotated[float | None, typer.Option(help="Gate: max size on disk in MiB.")] = None,
+    output: Annotated[Path, typer.Option(help="Folder for the variants and the report.")] = Path("quantforge-output"),
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow models whose config needs remote code.")] = False,
+    allow_pickle: Annotated[bool, typer.Option(help="Accept pickled (*.bin) weights when no safetensors.")] = False,
+) -> None:
+    """Quantize MODEL with every recipe of a set, measure each against the original, and gate them."""
+    from tasks.request import QuantizeRequest
+
+    try:
+        request = QuantizeRequest(
+            model=model, revision=revision, recipes=recipes, only=only or [], calibration=calibration,
+            evaluation=eval, num_samples=num_samples, seq_len=seq_len, window=window,
+            max_eval_windows=max_eval_windows, seed=seed, new_tokens=new_tokens, export_dtype=export_dtype,
+            gates={"max_ppl_increase_pct": max_ppl_increase, "max_ppl": max_ppl, "min_speedup": min_speedup,
+                   "max_size_mb": max_size_mb},
+            output_dir=output, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        )
+    except ValidationError as error:
+        fail(_one_line(error))
+    except QuantforgeError as error:
+        fail(str(error))
+    from flows.quantize import quantize_flow
+    from tasks.report import table_rows
+
+    try:
+        report = quantize_flow(request)
+    except QuantforgeError as error:
+        fail(str(error))
+    rows = table_rows(report)
+    table = Table(title=f"{report.source_repo}@{report.source_sha[:12]}")
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column in ("variant", "verdict") else "right")
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+    console.print(f"best passing variant: [bold]{report.best or 'none'}[/]; Pareto front: "
+                  f"{', '.join(report.pareto_front) or '-'}; wall time {report.wall_seconds:.0f} s")
+    console.print(f"report and variants in {output.resolve()}")
+    if report.best is None:
+        sys.exit(1)
+
+
+@app.command("recipes")
+def list_recipes(
+    name: Annotated[str | None, typer.Argument(help="Show this set's recipes (name or YAML path).")] = None,
+) -> None:
+    """List the shipped recipe sets, or the recipes of one set."""
+    from tasks.recipes import available_sets, load_recipe_set
+
+    if name is None:
+        for set_name in available_sets():
+            console.print(f"{set_name}: {load_recipe_set(set_name).description}")
+        return
+    try:
+        recipe_set = load_recipe_set(name)
+    except QuantforgeError as error:
+        fail(str(error))
+    for recipe in recipe_set.recipes:
+        fields = recipe.model_dump(exclude={"name", "gate"}, exclude_defaults=True)
+        console.print(f"{recipe.name} [dim]{recipe.content_hash()[:12]}[/] {fields}")
+
+
+@app.command("bundled-model")
+def bundled_model() -> None:
+    """Build (once) and print the path of the bundled SmolLM2-135M-Instruct model directory."""
+    from tasks.bundled_model import bundled_model_dir
+
+    console.print(str(bundled_model_dir()))
+
+
+if __name__ == "__main__":
+    app()

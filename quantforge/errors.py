@@ -1,0 +1,5 @@
+"""The one exception type that reaches the user as a one-line message."""
+
+
+class QuantforgeError(Exception):
+    """Bad input or an unrecoverable condition, worded for the user (names the field and value)."""

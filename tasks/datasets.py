@@ -1,0 +1,174 @@
+"""datasets: calibration and evaluation token ids from wikitext2, c4 or local text, cached by content hash."""
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from prefect import task
+from pydantic import BaseModel, ConfigDict
+
+from quantforge.errors import QuantforgeError
+from quantforge.paths import data_dir
+from quantforge.retries import only_io_errors
+
+Role = Literal["calibration", "evaluation"]
+# Hub datasets: (repo, config or data files, split per role). Calibration never reads an evaluation split.
+HUB_DATASETS = {
+    "wikitext2": {
+        "path": "Salesforce/wikitext",
+        "name": "wikitext-2-raw-v1",
+        "calibration": "train",
+        "evaluation": "test",
+    },
+    "c4": {
+        "path": "allenai/c4",
+        "data_files": {
+            "train": "en/c4-train.00000-of-01024.json.gz",
+            "validation": "en/c4-validation.00000-of-00008.json.gz",
+        },
+        "calibration": "train",
+        "evaluation": "validation",
+    },
+}
+MIN_PARAGRAPH_CHARS = 40  # shorter lines (headings, "END OF TERMS") may repeat legitimately
+
+
+class TokenSet(BaseModel):
+    """Token windows of shape [n, length] with where they came from and a content hash."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    spec: str
+    role: Role
+    windows: np.ndarray
+    content_hash: str
+    overlap_removed: int = 0  # calibration paragraphs dropped because the evaluation text has them too
+
+    @property
+    def tokens(self) -> int:
+        """Number of tokens in all windows."""
+        return int(self.windows.size)
+
+
+def read_paragraphs(spec: str, role: Role) -> list[str]:
+    """Paragraphs of text for a dataset name or a local .txt/.jsonl file or folder."""
+    if spec in HUB_DATASETS:
+        return _hub_paragraphs(spec, role)
+    path = Path(spec)
+    if not path.exists():
+        raise QuantforgeError(
+            f"`{role}`: {spec!r} is neither a known dataset ({', '.join(HUB_DATASETS)}) nor an existing path"
+        )
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl")) if path.is_dir() else [path]
+    if not files:
+        raise QuantforgeError(f"`{role}`: folder {spec!r} has no .txt or .jsonl files")
+    paragraphs = []
+    for file in files:
+        if file.suffix == ".jsonl":
+            lines = file.read_text(encoding="utf-8").splitlines()
+            paragraphs += [json.loads(line)["text"] for line in lines if line.strip()]
+        else:
+            paragraphs += re.split(r"\n\s*\n", file.read_text(encoding="utf-8", errors="replace"))
+    return [p.strip() for p in paragraphs if p.strip()]
+
+
+def _hub_paragraphs(name: str, role: Role) -> list[str]:
+    import datasets
+
+    entry = HUB_DATASETS[name]
+    split = entry[role]
+    if "data_files" in entry:
+        data = datasets.load_dataset(entry["path"], data_files={split: entry["data_files"][split]}, split=split)
+    else:
+        data = datasets.load_dataset(entry["path"], entry["name"], split=split)
+    return [t.strip() for t in data["text"] if t.strip()]
+
+
+def _normalize(paragraph: str) -> str:
+    return " ".join(paragraph.split()).lower()
+
+
+def remove_overlap(calibration: list[str], evaluation: list[str]) -> tuple[list[str], int]:
+    """Drop calibration paragraphs that also occur in the evaluation text; return them and the count."""
+    held_out = {_normalize(p) for p in evaluation if len(p) >= MIN_PARAGRAPH_CHARS}
+    kept = [p for p in calibration if _normalize(p) not in held_out]
+    return kept, len(calibration) - len(kept)
+
+
+def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
+    """Hash of the tokenizer files: the same text gives the same ids only under the same tokenizer."""
+    digest = hashlib.sha256()
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model"):
+        if (tokenizer_dir / name).exists():
+            digest.update((tokenizer_dir / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _tokenize(paragraphs: list[str], tokenizer_dir: Path) -> np.ndarray:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    ids = tokenizer("\n\n".join(paragraphs), add_special_tokens=False)["input_ids"]
+    return np.asarray(ids, dtype=np.int64)
+
+
+def _cached_token_stream(paragraphs: list[str], tokenizer_dir: Path) -> tuple[np.ndarray, str]:
+    digest = hashlib.sha256(tokenizer_fingerprint(tokenizer_dir).encode())
+    for paragraph in paragraphs:
+        digest.update(paragraph.encode() + b"\0")
+    content_hash = digest.hexdigest()
+    cache = data_dir() / "datasets" / f"{content_hash}.npy"
+    if cache.exists():
+        try:
+            return np.load(cache), content_hash
+        except (ValueError, OSError):  # a truncated cache file is rebuilt, not trusted
+            cache.unlink()
+    ids = _tokenize(paragraphs, tokenizer_dir)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(cache.name + ".partial")
+    with partial.open("wb") as handle:
+        np.save(handle, ids)
+    partial.replace(cache)
+    return ids, content_hash
+
+
+def evaluation_windows(spec: str, tokenizer_dir: Path, window: int, max_windows: int) -> TokenSet:
+    """Non-overlapping windows from the start of the evaluation text (the same for every variant)."""
+    paragraphs = read_paragraphs(spec, "evaluation")
+    ids, content_hash = _cached_token_stream(paragraphs, tokenizer_dir)
+    count = min(len(ids) // window, max_windows)
+    if count < 1:
+        raise QuantforgeError(f"`evaluation`: {spec!r} has {len(ids)} tokens, fewer than one window of {window}")
+    windows = ids[: count * window].reshape(count, window)
+    return TokenSet(spec=spec, role="evaluation", windows=windows, content_hash=content_hash)
+
+
+def calibration_samples(
+    spec: str, evaluation_spec: str, tokenizer_dir: Path, num_samples: int, seq_len: int, seed: int
+) -> TokenSet:
+    """`num_samples` random windows of `seq_len` tokens (seeded), from text that evaluation never sees."""
+    paragraphs, removed = remove_overlap(
+        read_paragraphs(spec, "calibration"), read_paragraphs(evaluation_spec, "evaluation")
+    )
+    ids, content_hash = _cached_token_stream(paragraphs, tokenizer_dir)
+    if len(ids) < seq_len:
+        raise QuantforgeError(
+            f"`calibration`: {spec!r} has {len(ids)} tokens after removing text shared with the evaluation set, "
+            f"fewer than one sample of {seq_len}"
+        )
+    starts = np.random.default_rng(seed).integers(0, len(ids) - seq_len + 1, size=num_samples)
+    windows = np.stack([ids[s : s + seq_len] for s in starts])
+    return TokenSet(
+        spec=spec, role="calibration", windows=windows, content_hash=content_hash, overlap_removed=removed
+    )
+
+
+evaluation_windows_task = task(
+    evaluation_windows, name="evaluation-set", retries=2, retry_delay_seconds=5, retry_condition_fn=only_io_errors
+)
+calibration_samples_task = task(
+    calibration_samples, name="calibration-set", retries=2, retry_delay_seconds=5, retry_condition_fn=only_io_errors
+)

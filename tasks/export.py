@@ -1,0 +1,67 @@
+"""export: the source model to one OpenVINO IR per (source sha, dtype, toolchain), reused by every recipe."""
+
+import errno
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from quantforge.atomic import atomic_dir
+from quantforge.errors import QuantforgeError
+from quantforge.paths import data_dir
+from tasks.fetch import SourceModel
+from tasks.resources import measure
+from tasks.toolchain import toolchain_hash
+
+IR_XML = "openvino_model.xml"
+IR_BIN = "openvino_model.bin"
+
+
+class BaselineIR(BaseModel):
+    """The unquantized IR with tokenizer IRs and configs: the baseline and every variant's starting point."""
+
+    path: Path
+    dtype: str
+    reused: bool  # True when the IR came from the cache and no export ran
+    export_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+
+
+def export_baseline(source: SourceModel, dtype: Literal["fp16", "fp32"] = "fp16") -> BaselineIR:
+    """Export once; a complete IR already in the cache is returned as is."""
+    target = data_dir() / "ir" / source.cache_key / f"{dtype}-{toolchain_hash()[:12]}"
+    if (target / IR_XML).exists() and (target / IR_BIN).exists():
+        return BaselineIR(path=target, dtype=dtype, reused=True)
+    with measure() as usage:
+        try:
+            with atomic_dir(target) as tmp:
+                _export(source.local_dir, tmp, dtype)
+        except OSError as error:
+            if error.errno == errno.ENOSPC:
+                raise QuantforgeError(f"disk full while exporting to {target.parent} (nothing was kept)") from None
+            raise
+    return BaselineIR(path=target, dtype=dtype, reused=False, export_seconds=usage.seconds, peak_rss_mb=usage.peak_rss_mb)
+
+
+def _export(model_dir: Path, out: Path, dtype: str) -> None:
+    from optimum.exporters.openvino import main_export
+    from optimum.intel import OVConfig
+
+    # An OVConfig without quantization also stops optimum's automatic INT8 for models over 1 B params.
+    main_export(
+        model_name_or_path=str(model_dir),
+        output=out,
+        task="text-generation-with-past",
+        ov_config=OVConfig(dtype=dtype),
+        convert_tokenizer=True,
+        local_files_only=True,
+    )
+    for extra in ("generation_config.json", "chat_template.jinja"):
+        if (model_dir / extra).exists() and not (out / extra).exists():
+            shutil.copy2(model_dir / extra, out / extra)
+
+
+export_baseline_task = task(export_baseline, name="export", cache_policy=NO_CACHE)

@@ -1,0 +1,149 @@
+"""fetch: a Hub id (pinned to a commit sha) or a local directory becomes a SourceModel on disk."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from prefect import task
+from pydantic import BaseModel
+
+from quantforge.errors import QuantforgeError
+from quantforge.retries import only_io_errors
+from tasks.bundled_model import BUNDLED_NAME, BUNDLED_PREFIX, bundled_model_dir
+
+# What a causal LM needs on disk; weights are taken as safetensors only unless pickles are allowed.
+NEEDED_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+SUPPORTED_ARCHITECTURES = {
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "PhiForCausalLM",
+    "Phi3ForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+}
+
+
+class SourceModel(BaseModel):
+    """A source model pinned to one immutable identity."""
+
+    repo: str  # Hub id, `bundled:NAME`, or `local:NAME`
+    sha: str  # Hub commit sha, or sha256 over the local directory's files
+    local_dir: Path
+
+    @property
+    def short_name(self) -> str:
+        """The model's name without namespace, e.g. `SmolLM2-135M-Instruct`."""
+        return self.repo.split(":", 1)[-1].rsplit("/", 1)[-1]
+
+    @property
+    def cache_key(self) -> str:
+        """Folder name for everything derived from this exact source."""
+        return f"{self.repo.replace('/', '--').replace(':', '--')}@{self.sha[:16]}"
+
+
+def fetch_source(
+    model: str, revision: str = "main", *, trust_remote_code: bool = False, allow_pickle: bool = False
+) -> SourceModel:
+    """Resolve and download the source model, then refuse what quantforge must not load."""
+    if model.startswith(BUNDLED_PREFIX):
+        if model != BUNDLED_PREFIX + BUNDLED_NAME:
+            raise QuantforgeError(f"`model`: unknown bundled model {model!r} (have {BUNDLED_PREFIX}{BUNDLED_NAME})")
+        source = _from_directory(bundled_model_dir(), BUNDLED_PREFIX + BUNDLED_NAME)
+    elif Path(model).is_dir():
+        source = _from_directory(Path(model), "local:" + Path(model).resolve().name)
+    else:
+        source = _from_hub(model, revision, allow_pickle=allow_pickle)
+    check_loadable(source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    return source
+
+
+def _from_directory(folder: Path, label: str) -> SourceModel:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return SourceModel(repo=label, sha=digest.hexdigest(), local_dir=folder.resolve())
+
+
+def _from_hub(repo: str, revision: str, *, allow_pickle: bool) -> SourceModel:
+    api = HfApi(token=os.environ.get("HF_TOKEN") or None)
+    try:
+        info = api.model_info(repo, revision=revision, files_metadata=False)
+    except GatedRepoError:
+        raise QuantforgeError(f"`model`: {repo!r} is gated: set HF_TOKEN to a token with access") from None
+    except RevisionNotFoundError:
+        raise QuantforgeError(f"`revision`: {revision!r} does not exist in {repo!r}") from None
+    except RepositoryNotFoundError:
+        raise QuantforgeError(f"`model`: repository {repo!r} not found (or private without HF_TOKEN)") from None
+    names = [s.rfilename for s in info.siblings or []]
+    has_safetensors = any(n.endswith(".safetensors") for n in names)
+    if not has_safetensors and not allow_pickle:
+        pickled = [n for n in names if n.endswith(PICKLED_SUFFIXES)]
+        detail = f" (only pickled weights: {', '.join(pickled)}; pass --allow-pickle to accept)" if pickled else ""
+        raise QuantforgeError(f"`model`: {repo!r} has no safetensors weights{detail}")
+    patterns = NEEDED_FILES + ([f"*{s}" for s in PICKLED_SUFFIXES] if not has_safetensors else [])
+    local = snapshot_download(repo, revision=info.sha, allow_patterns=patterns, token=api.token)
+    return SourceModel(repo=repo, sha=info.sha, local_dir=Path(local))
+
+
+def check_loadable(source: SourceModel, *, trust_remote_code: bool, allow_pickle: bool) -> None:
+    """Refuse remote code, pickles, unknown architectures and unreadable weights, before any work."""
+    config_path = source.local_dir / "config.json"
+    if not config_path.exists():
+        raise QuantforgeError(f"`model`: {source.repo!r} has no config.json")
+    config = json.loads(config_path.read_text())
+    if config.get("auto_map") and not trust_remote_code:
+        raise QuantforgeError(
+            f"`model`: {source.repo!r} needs remote code (config.json `auto_map`); pass --trust-remote-code to run it"
+        )
+    architectures = config.get("architectures") or []
+    if not set(architectures) & SUPPORTED_ARCHITECTURES and not trust_remote_code:
+        raise QuantforgeError(
+            f"`model`: architecture {architectures!r} of {source.repo!r} is not supported "
+            f"(supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))})"
+        )
+    weights = sorted(source.local_dir.glob("*.safetensors"))
+    pickled = [p for p in source.local_dir.iterdir() if p.name.endswith(PICKLED_SUFFIXES)]
+    if not weights and not (pickled and allow_pickle):
+        raise QuantforgeError(f"`model`: {source.repo!r} has no safetensors weights")
+    for path in weights:
+        check_safetensors(path)
+
+
+def check_safetensors(path: Path) -> None:
+    """Check that the header parses and every tensor lies inside the file (catches truncation)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        raw_length = handle.read(8)
+        header_length = int.from_bytes(raw_length, "little") if len(raw_length) == 8 else size
+        if header_length + 8 > size:
+            raise QuantforgeError(f"`model`: {path.name} is corrupt or truncated (header past end of file)")
+        try:
+            header = json.loads(handle.read(header_length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise QuantforgeError(f"`model`: {path.name} is corrupt (unreadable safetensors header)") from None
+    data_size = size - 8 - header_length
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    if max(ends, default=0) > data_size:
+        raise QuantforgeError(
+            f"`model`: {path.name} is truncated ({data_size} data bytes, tensors need {max(ends)})"
+        )
+
+
+fetch_source_task = task(
+    fetch_source,
+    name="fetch",
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=only_io_errors,
+)

@@ -1,0 +1,54 @@
+"""output: the run's folder for the user: every variant (hard links into the cache) and the report."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from quantforge.errors import QuantforgeError
+from tasks.report import RunReport, write_report
+
+
+def check_writable(output_dir: Path) -> None:
+    """Fail before any work when the output directory cannot be written."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise QuantforgeError(f"`output_dir`: {str(output_dir)!r} is not writable ({error.strerror})") from None
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hard-link a directory's files (copy across file systems): no second copy of the weights."""
+    target.mkdir(parents=True)
+    for path in source.iterdir():
+        try:
+            os.link(path, target / path.name)
+        except OSError:
+            shutil.copy2(path, target / path.name)
+
+
+def publish_output(report: RunReport, output_dir: Path) -> Path:
+    """Build `<output_dir>/<model>-<sha7>/` in a temporary folder, then rename it into place."""
+    final = output_dir / f"{report.source_repo.split(':')[-1].split('/')[-1]}-{report.source_sha[:7]}"
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=output_dir))
+    try:
+        for variant in report.variants:
+            _link_tree(variant.path, staging / "variants" / variant.recipe)
+        write_report(report, staging)
+        if final.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=output_dir))
+            os.replace(final, retired / final.name)
+            shutil.rmtree(retired)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+publish_output_task = task(publish_output, name="output", cache_policy=NO_CACHE)

@@ -1,0 +1,106 @@
+"""quantize: a fresh read of the baseline IR, compressed by nncf as the recipe says, saved self-contained."""
+
+import errno
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from quantforge.atomic import atomic_dir, write_json
+from quantforge.errors import QuantforgeError
+from quantforge.paths import data_dir
+from tasks.datasets import TokenSet
+from tasks.export import IR_BIN, IR_XML, BaselineIR
+from tasks.fetch import SourceModel
+from tasks.recipes import Recipe, nncf_call, to_optimum_config
+from tasks.resources import StepUsage, measure
+from tasks.toolchain import toolchain_hash
+
+QUANTIZE_USAGE_FILE = "quantforge_quantize.json"
+
+
+def _calibration_dataset(model, samples: TokenSet):
+    """nncf.Dataset of full-sequence inputs for the stateful IR (nncf resets the state per item)."""
+    import nncf
+
+    names = {port.get_any_name() for port in model.inputs}
+
+    def to_inputs(ids: np.ndarray) -> dict[str, np.ndarray]:
+        inputs = {
+            "input_ids": ids[None],
+            "attention_mask": np.ones_like(ids[None]),
+            "position_ids": np.arange(ids.shape[0], dtype=np.int64)[None],
+            "beam_idx": np.zeros(1, dtype=np.int32),
+        }
+        return {k: v for k, v in inputs.items() if k in names}
+
+    return nncf.Dataset(list(samples.windows), to_inputs)
+
+
+def variant_dir(source: SourceModel, recipe: Recipe, calibration: TokenSet | None) -> Path:
+    """Where the variant of this identity lives: (source, sha, recipe hash, calibration, toolchain)."""
+    identity = variant_identity(recipe, calibration)
+    return data_dir() / "variants" / source.cache_key / f"{recipe.name}-{identity[:16]}"
+
+
+def variant_identity(recipe: Recipe, calibration: TokenSet | None) -> str:
+    """Hash of everything besides the source that decides the variant's bytes."""
+    digest = hashlib.sha256(f"{recipe.content_hash()}|{toolchain_hash()}".encode())
+    if recipe.data_aware and calibration is not None:
+        digest.update(calibration.windows.tobytes())
+    return digest.hexdigest()
+
+
+def is_complete(target: Path) -> bool:
+    """A variant directory is complete once renamed into place with its IR and usage record."""
+    return all((target / name).exists() for name in (IR_XML, IR_BIN, QUANTIZE_USAGE_FILE))
+
+
+def quantize_variant(baseline: BaselineIR, recipe: Recipe, calibration: TokenSet | None, target: Path) -> StepUsage:
+    """Write the variant directory at `target` atomically; return the step's wall time and peak RSS."""
+    if recipe.data_aware and calibration is None:
+        raise QuantforgeError(f"recipe {recipe.name!r} is data-aware and needs `calibration` data")
+    try:
+        with atomic_dir(target) as tmp:
+            with measure() as usage:
+                _compress(baseline.path, recipe, calibration, tmp)
+            write_json(tmp / QUANTIZE_USAGE_FILE, {"seconds": usage.seconds, "peak_rss_mb": usage.peak_rss_mb})
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise QuantforgeError(f"disk full while writing variant {recipe.name!r} (nothing was kept)") from None
+        raise
+    return usage
+
+
+def recorded_usage(variant_dir: Path) -> StepUsage:
+    """The wall time and peak RSS recorded when the variant was made."""
+    return StepUsage(**json.loads((variant_dir / QUANTIZE_USAGE_FILE).read_text()))
+
+
+def _compress(baseline_dir: Path, recipe: Recipe, calibration: TokenSet | None, out: Path) -> None:
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(baseline_dir / IR_XML)  # fresh read: nncf compresses in place
+    function, kwargs = nncf_call(recipe)
+    dataset = _calibration_dataset(model, calibration) if recipe.data_aware else None
+    if dataset is not None:
+        kwargs["subset_size"] = len(calibration.windows)
+    if function == "quantize":
+        compressed = nncf.quantize(model, calibration_dataset=dataset, **kwargs)
+    else:
+        compressed = nncf.compress_weights(model, dataset=dataset, **kwargs)
+    ov.save_model(compressed, out / IR_XML, compress_to_fp16=False)
+    for extra in baseline_dir.iterdir():
+        if extra.name not in (IR_XML, IR_BIN) and extra.is_file():
+            shutil.copy2(extra, out / extra.name)
+    # optimum-intel reads this to know how the weights were quantized.
+    write_json(out / "openvino_config.json", {"quantization_config": to_optimum_config(recipe).to_dict(),
+                                              "dtype": "int8" if recipe.bits == 8 else "int4"})
+
+
+quantize_variant_task = task(quantize_variant, name="quantize", cache_policy=NO_CACHE)

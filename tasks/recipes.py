@@ -1,0 +1,186 @@
+"""Recipes: validated descriptions of one variant each, their hash, and their translation to nncf calls."""
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from quantforge.errors import QuantforgeError
+
+RECIPE_SETS_DIR = Path(__file__).parent / "recipe_sets"
+
+
+class GateOverride(BaseModel):
+    """Per-recipe gate limits; unset fields fall back to the defaults for the recipe's weight format."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_ppl_increase_pct: float | None = Field(default=None, ge=0)
+    max_ppl: float | None = Field(default=None, gt=0)
+    min_speedup: float | None = Field(default=None, gt=0)
+    max_size_mb: float | None = Field(default=None, gt=0)
+
+
+class Recipe(BaseModel):
+    """One quantized variant, backend-neutral in shape; `openvino` is the backend implemented."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    backend: Literal["openvino"] = "openvino"
+    bits: int = 8
+    sym: bool = False
+    group_size: int | None = None  # None: per-channel; -1 also means per-channel in nncf
+    # When a layer's width is not a multiple of group_size (SmolLM2's 576 and 128): `adjust` picks the
+    # nearest group size that divides it, `ignore` leaves the layer in backup precision, `error` refuses.
+    group_size_fallback: Literal["adjust", "ignore", "error"] = "adjust"
+    ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # share of weights in `bits`, the rest in backup
+    backup_precision: Literal["int8_asym", "int8_sym", "none"] | None = None
+    awq: bool = False
+    scale_estimation: bool = False
+    gptq: bool = False
+    lora_correction: bool = False
+    activations: Literal["none", "int8"] = "none"  # int8: static W8A8 through nncf.quantize
+    smooth_quant_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
+    gate: GateOverride = GateOverride()
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> "Recipe":
+        problems = _combination_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        to_optimum_config(self)  # optimum-intel's own checks, so nothing it would refuse gets through
+        return self
+
+    @property
+    def data_aware(self) -> bool:
+        """True when the recipe needs calibration data."""
+        return self.awq or self.scale_estimation or self.gptq or self.lora_correction or self.static
+
+    @property
+    def static(self) -> bool:
+        """True for weights+activations (static) quantization."""
+        return self.activations == "int8"
+
+    @property
+    def weight_format(self) -> str:
+        """The gate-defaults key: `int8`, `int4` or `w8a8`."""
+        return "w8a8" if self.static else f"int{self.bits}"
+
+    def content_hash(self) -> str:
+        """Stable hash of the fields that change the bytes (not the name, not the gate)."""
+        fields = self.model_dump(exclude={"name", "gate"})
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _combination_problems(recipe: Recipe) -> list[str]:
+    problems = []
+    if recipe.bits not in (4, 8):
+        problems.append(f"`bits` must be 4 or 8, got {recipe.bits}")
+    if recipe.bits == 8:
+        if recipe.group_size not in (None, -1):
+            problems.append(f"`group_size` is for 4-bit weights, got {recipe.group_size} with bits=8")
+        if recipe.ratio < 1.0:
+            problems.append(f"`ratio` below 1 is for 4-bit weights, got {recipe.ratio} with bits=8")
+        for flag in ("awq", "scale_estimation", "gptq", "lora_correction"):
+            if getattr(recipe, flag):
+                problems.append(f"`{flag}` is for 4-bit weights, not bits=8")
+        if recipe.backup_precision is not None:
+            problems.append("`backup_precision` is for 4-bit weights, not bits=8")
+    if recipe.group_size is not None and recipe.group_size != -1 and recipe.group_size <= 0:
+        problems.append(f"`group_size` must be positive or -1, got {recipe.group_size}")
+    if recipe.gptq and recipe.lora_correction:
+        problems.append("`gptq` and `lora_correction` cannot be combined")
+    if recipe.gptq and recipe.awq:
+        problems.append("`gptq` and `awq` cannot be combined")
+    if recipe.static and recipe.bits != 8:
+        problems.append(f"`activations: int8` needs bits=8, got {recipe.bits}")
+    if recipe.smooth_quant_alpha is not None and not recipe.static:
+        problems.append("`smooth_quant_alpha` needs `activations: int8`")
+    return problems
+
+
+def to_optimum_config(recipe: Recipe) -> Any:
+    """The one translation: a Recipe as optimum-intel's quantization config (whose to_nncf_dict feeds nncf)."""
+    from optimum.intel import OVQuantizationConfig, OVWeightQuantizationConfig
+
+    if recipe.static:
+        return OVQuantizationConfig(
+            bits=8,
+            sym=recipe.sym,
+            smooth_quant_alpha=recipe.smooth_quant_alpha,
+            model_type="transformer",  # keeps LayerNorm/softmax paths out of INT8, as optimum does for LLMs
+        )
+    return OVWeightQuantizationConfig(
+        bits=recipe.bits,
+        sym=recipe.sym,
+        group_size=recipe.group_size,
+        ratio=recipe.ratio,
+        quant_method="awq" if recipe.awq else "default",
+        scale_estimation=recipe.scale_estimation or None,
+        gptq=recipe.gptq or None,
+        lora_correction=recipe.lora_correction or None,
+        backup_precision=recipe.backup_precision,
+        group_size_fallback=recipe.group_size_fallback if recipe.bits == 4 else None,
+    )
+
+
+def nncf_call(recipe: Recipe) -> tuple[str, dict[str, Any]]:
+    """Which nncf function the recipe runs and its keyword arguments (no dataset, no model)."""
+    kwargs = to_optimum_config(recipe).to_nncf_dict()
+    return ("quantize" if recipe.static else "compress_weights"), kwargs
+
+
+class RecipeSet(BaseModel):
+    """A named list of recipes, as loaded from YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    recipes: list[Recipe] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "RecipeSet":
+        names = [r.name for r in self.recipes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"recipe names must be unique, repeated: {', '.join(duplicates)}")
+        return self
+
+
+def available_sets() -> list[str]:
+    """Names of the recipe sets shipped with quantforge."""
+    return sorted(p.stem for p in RECIPE_SETS_DIR.glob("*.yaml"))
+
+
+def load_recipe_set(name_or_path: str) -> RecipeSet:
+    """Load a shipped set by name, or a YAML file by path; errors name the recipe and field."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = RECIPE_SETS_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise QuantforgeError(
+                f"`recipes`: unknown recipe set {name_or_path!r} (shipped: {', '.join(available_sets())})"
+            )
+    elif not path.exists():
+        raise QuantforgeError(f"`recipes`: file {str(path)!r} does not exist")
+    try:
+        return RecipeSet.model_validate(yaml.safe_load(path.read_text()))
+    except ValidationError as error:
+        raise QuantforgeError(f"`recipes` in {path.name}: {_first_error(error, path)}") from None
+
+
+def _first_error(error: ValidationError, path: Path) -> str:
+    first = error.errors()[0]
+    where = first["loc"]
+    if len(where) >= 2 and where[0] == "recipes" and isinstance(where[1], int):
+        raw = yaml.safe_load(path.read_text())["recipes"][where[1]]
+        name = raw.get("name", f"#{where[1]}") if isinstance(raw, dict) else f"#{where[1]}"
+        field = ".".join(str(p) for p in where[2:])
+        label = f"recipe {name!r}" + (f" field `{field}`" if field else "")
+        value = f" (got {first['input']!r})" if field else ""
+        return f"{label}: {first['msg'].removeprefix('Value error, ')}{value}"
+    return first["msg"]

@@ -1,0 +1,159 @@
+"""report: the run's results as JSON, a markdown table, a Pareto plot and Prefect artifacts."""
+
+import math
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from quantforge.atomic import write_json
+from tasks.evaluate import Metrics
+from tasks.gate import Verdict
+
+class VariantResult(BaseModel):
+    """One recipe's outcome in one run."""
+
+    recipe: str
+    recipe_hash: str
+    identity: str
+    path: Path
+    reused: bool  # True when the variant came from the cache and no quantization ran
+    quantize_seconds: float
+    quantize_peak_rss_mb: float
+    metrics: Metrics
+    ppl_increase_pct: float
+    verdict: Verdict
+
+
+class RunReport(BaseModel):
+    """The whole run: source, baseline, variants, best pick and Pareto front."""
+
+    source_repo: str
+    source_sha: str
+    toolchain: dict[str, str]
+    evaluation: str
+    evaluation_hash: str
+    eval_tokens: int
+    calibration: str | None
+    baseline: Metrics
+    export_seconds: float
+    export_reused: bool
+    variants: list[VariantResult]
+    best: str | None
+    pareto_front: list[str]
+    wall_seconds: float
+
+
+def pareto_front(results: list[VariantResult]) -> list[str]:
+    """Variants that no other variant beats on both size and perplexity."""
+    front = []
+    for candidate in results:
+        c_size, c_ppl = candidate.metrics.size_mb, candidate.metrics.perplexity.ppl
+        dominated = any(
+            o.metrics.size_mb <= c_size and o.metrics.perplexity.ppl <= c_ppl
+            and (o.metrics.size_mb < c_size or o.metrics.perplexity.ppl < c_ppl)
+            for o in results
+        )
+        if not dominated and math.isfinite(c_ppl):
+            front.append(candidate.recipe)
+    return front
+
+
+def best_passing(results: list[VariantResult]) -> str | None:
+    """The smallest passing variant; ties go to the faster one."""
+    passing = [r for r in results if r.verdict.passed]
+    if not passing:
+        return None
+    speed = lambda r: r.metrics.speed.tokens_per_second if r.metrics.speed else 0.0  # noqa: E731
+    return min(passing, key=lambda r: (round(r.metrics.size_mb, 1), -speed(r))).recipe
+
+
+def table_rows(report: RunReport) -> list[dict[str, str]]:
+    """One row per model (baseline first) with the figures users compare."""
+    def row(name: str, metrics: Metrics, delta: str, verdict: str, quantize: str) -> dict[str, str]:
+        speed = metrics.speed
+        return {
+            "variant": name,
+            "ppl": f"{metrics.perplexity.ppl:.3f}",
+            "Δppl": delta,
+            "size MiB": f"{metrics.size_mb:.1f}",
+            "int4/int8/float": f"{metrics.weights.int4:.0%}/{metrics.weights.int8:.0%}/{metrics.weights.float:.0%}",
+            "tok/s": f"{speed.tokens_per_second:.1f}" if speed else "-",
+            "TTFT ms": f"{speed.ttft_ms:.0f}" if speed else "-",
+            "quantize": quantize,
+            "verdict": verdict,
+        }
+
+    export = "reused" if report.export_reused else f"export {report.export_seconds:.0f} s"
+    rows = [row("baseline", report.baseline, "-", "-", export)]
+    for r in report.variants:
+        quantize = "reused" if r.reused else f"{r.quantize_seconds:.0f} s, {r.quantize_peak_rss_mb / 1024:.2f} GiB"
+        verdict = ("PASS" if r.verdict.passed else "FAIL") + (" (best)" if r.recipe == report.best else "")
+        rows.append(row(r.recipe, r.metrics, f"{r.ppl_increase_pct:+.2f} %", verdict, quantize))
+    return rows
+
+
+def markdown(report: RunReport) -> str:
+    """The report as markdown: header, table, reasons."""
+    rows = table_rows(report)
+    lines = [
+        f"# quantforge: {report.source_repo}@{report.source_sha[:12]}",
+        "",
+        f"Evaluation: {report.evaluation} ({report.eval_tokens} tokens), calibration: {report.calibration or '-'}; "
+        f"best passing variant: **{report.best or 'none'}**; Pareto front (size vs ppl): "
+        f"{', '.join(report.pareto_front) or '-'}; wall time {report.wall_seconds:.0f} s.",
+        "",
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "---|" * len(rows[0]),
+        *("| " + " | ".join(r.values()) + " |" for r in rows),
+        "",
+        "## Gate reasons",
+        *(f"- **{r.recipe}**: " + "; ".join(r.verdict.reasons) for r in report.variants),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def pareto_plot(report: RunReport, path: Path) -> None:
+    """Size and decode speed against perplexity, the front joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (by_size, by_speed) = plt.subplots(1, 2, figsize=(11, 4.5))
+    points = [("baseline", report.baseline, True)] + [(r.recipe, r.metrics, r.verdict.passed) for r in report.variants]
+    for name, metrics, passed in points:
+        colour = "tab:green" if passed else "tab:red"
+        ppl = metrics.perplexity.ppl
+        by_size.scatter(metrics.size_mb, ppl, color=colour)
+        by_size.annotate(name, (metrics.size_mb, ppl), fontsize=8)
+        if metrics.speed:
+            by_speed.scatter(metrics.speed.tokens_per_second, ppl, color=colour)
+            by_speed.annotate(name, (metrics.speed.tokens_per_second, ppl), fontsize=8)
+    front = sorted((r.metrics.size_mb, r.metrics.perplexity.ppl) for r in report.variants if r.recipe in report.pareto_front)
+    if front:
+        by_size.plot(*zip(*front, strict=True), linestyle="--", color="grey")
+    by_size.set(xlabel="size on disk (MiB)", ylabel="perplexity", title="size vs perplexity (green: passed)")
+    by_speed.set(xlabel="decode tokens/s", ylabel="perplexity", title="speed vs perplexity")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(report: RunReport, folder: Path) -> None:
+    """report.json, report.md and pareto.png into `folder`, plus Prefect artifacts when in a flow run."""
+    write_json(folder / "report.json", report.model_dump(mode="json"))
+    (folder / "report.md").write_text(markdown(report))
+    pareto_plot(report, folder / "pareto.png")
+    _publish_artifacts(report)
+
+
+def _publish_artifacts(report: RunReport) -> None:
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    key = "quantforge-" + "".join(c if c.isalnum() else "-" for c in report.source_repo.lower())[:40].strip("-")
+    create_table_artifact(table=table_rows(report), key=f"{key}-table", description="quantforge variants")
+    create_markdown_artifact(markdown=markdown(report), key=key, description="quantforge report")
+

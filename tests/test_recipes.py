@@ -1,0 +1,89 @@
+"""Recipes: validation with clear messages, stable hashes, and the translation to nncf arguments."""
+
+import nncf
+import pytest
+from pydantic import ValidationError
+
+from quantforge.errors import QuantforgeError
+from tasks.recipes import Recipe, available_sets, load_recipe_set, nncf_call
+
+
+def test_weight_only_int4_translation_matches_nncf_arguments():
+    recipe = Recipe(name="awq", bits=4, sym=True, group_size=64, ratio=0.8, backup_precision="int8_asym",
+                    awq=True, scale_estimation=True)
+    function, kwargs = nncf_call(recipe)
+    assert function == "compress_weights"
+    expected = {
+        "mode": nncf.CompressWeightsMode.INT4_SYM, "group_size": 64, "ratio": 0.8, "awq": True,
+        "scale_estimation": True, "gptq": None, "lora_correction": None,
+        "backup_mode": nncf.BackupMode.INT8_ASYM,
+    }
+    assert {k: kwargs[k] for k in expected} == expected
+    fallback = kwargs["advanced_parameters"].group_size_fallback_mode
+    assert fallback == nncf.GroupSizeFallbackMode.ADJUST
+
+
+def test_int8_weight_only_translation():
+    function, kwargs = nncf_call(Recipe(name="int8", bits=8))
+    assert function == "compress_weights"
+    assert kwargs["mode"] == nncf.CompressWeightsMode.INT8_ASYM
+    assert kwargs["group_size"] is None and kwargs["ratio"] == 1.0 and kwargs["awq"] is None
+
+
+def test_static_int8_translation_carries_smooth_quant_alpha():
+    function, kwargs = nncf_call(Recipe(name="w8a8", bits=8, activations="int8", smooth_quant_alpha=0.6))
+    assert function == "quantize"
+    assert kwargs["model_type"] == nncf.ModelType.TRANSFORMER
+    assert kwargs["preset"] == nncf.QuantizationPreset.MIXED
+    assert kwargs["advanced_parameters"].smooth_quant_alphas.matmul == 0.6
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"bits": 3}, "`bits` must be 4 or 8, got 3"),
+        ({"bits": 8, "group_size": 64}, "`group_size` is for 4-bit weights, got 64 with bits=8"),
+        ({"bits": 8, "ratio": 0.5}, "`ratio` below 1 is for 4-bit weights"),
+        ({"bits": 4, "group_size": 64, "gptq": True, "lora_correction": True}, "cannot be combined"),
+        ({"bits": 8, "awq": True}, "`awq` is for 4-bit weights"),
+        ({"bits": 4, "activations": "int8"}, "`activations: int8` needs bits=8"),
+        ({"bits": 8, "smooth_quant_alpha": 0.5}, "`smooth_quant_alpha` needs `activations: int8`"),
+        ({"bits": 4, "group_size": 0}, "`group_size` must be positive or -1"),
+    ],
+)
+def test_invalid_combinations_are_refused_with_the_field_named(fields, message):
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(")):
+        Recipe(name="bad", **fields)
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.5])
+def test_ratio_outside_unit_interval_is_refused(ratio):
+    with pytest.raises(ValidationError, match="ratio"):
+        Recipe(name="bad", bits=4, ratio=ratio)
+
+
+def test_recipe_hash_ignores_name_and_gate_but_not_fields():
+    base = Recipe(name="a", bits=4, group_size=128)
+    assert base.content_hash() == Recipe(name="b", bits=4, group_size=128, gate={"max_ppl": 30}).content_hash()
+    assert base.content_hash() != Recipe(name="a", bits=4, group_size=64).content_hash()
+
+
+def test_shipped_sets_load_and_default_covers_every_family():
+    assert {"default", "quick"} <= set(available_sets())
+    default = load_recipe_set("default").recipes
+    assert any(r.awq and r.scale_estimation for r in default)
+    assert any(r.gptq for r in default)
+    assert any(r.static and r.smooth_quant_alpha for r in default)
+    assert any(r.bits == 8 and not r.static for r in default)
+
+
+def test_yaml_errors_name_the_recipe_and_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("recipes:\n  - name: ok\n    bits: 8\n  - name: broken\n    bits: 4\n    ratio: 2\n")
+    with pytest.raises(QuantforgeError, match=r"recipe 'broken' field `ratio`.*got 2"):
+        load_recipe_set(str(path))
+
+
+def test_unknown_set_lists_the_shipped_ones():
+    with pytest.raises(QuantforgeError, match=r"unknown recipe set 'nope' \(shipped: default, quick"):
+        load_recipe_set("nope")
