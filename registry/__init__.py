@@ -1,0 +1,1 @@
+"""MLflow registration, lookup, promotion and serving-host pull (see the registry issue)."""

@@ -33,7 +33,6 @@ HUB_DATASETS = {
         "evaluation": "validation",
     },
 }
-MIN_PARAGRAPH_CHARS = 40  # shorter lines (headings, "END OF TERMS") may repeat legitimately
 
 
 class TokenSet(BaseModel):
@@ -93,7 +92,7 @@ def _normalize(paragraph: str) -> str:
 
 def remove_overlap(calibration: list[str], evaluation: list[str]) -> tuple[list[str], int]:
     """Drop calibration paragraphs that also occur in the evaluation text; return them and the count."""
-    held_out = {_normalize(p) for p in evaluation if len(p) >= MIN_PARAGRAPH_CHARS}
+    held_out = {_normalize(p) for p in evaluation}
     kept = [p for p in calibration if _normalize(p) not in held_out]
     return kept, len(calibration) - len(kept)
 

@@ -1,0 +1,72 @@
+"""The command line: --help everywhere, and bad input as one clear line with a non-zero exit."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from quantforge.cli import app
+from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["recipes"], ["bundled-model"]])
+def test_help_on_every_command(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--recipes", "nope"], "`recipes`: unknown recipe set 'nope'"),
+        (["--num-samples", "0"], "`num_samples`: Input should be greater than or equal to 1 (got 0)"),
+        (["--export-dtype", "int3"], "`export_dtype`"),
+        (["--only", "int9"], "`only`: no recipe named int9"),
+        ([], "`calibration` is required by data-aware recipes: int4-awq-se"),
+    ],
+)
+def test_invalid_requests_fail_before_any_work(arguments, message, tmp_path):
+    output = tmp_path / "out"
+    result = runner.invoke(app, ["run", "bundled:SmolLM2-135M-Instruct", "--output", str(output), *arguments])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert not output.exists()
+
+
+def test_invalid_recipe_file_names_recipe_and_field(tmp_path):
+    recipes = tmp_path / "mine.yaml"
+    recipes.write_text("recipes:\n  - name: gptq-lora\n    bits: 4\n    gptq: true\n    lora_correction: true\n")
+    result = runner.invoke(app, ["run", "bundled:SmolLM2-135M-Instruct", "--recipes", str(recipes)])
+    assert result.exit_code == 2
+    assert "recipe 'gptq-lora'" in result.output and "cannot be combined" in result.output
+
+
+@pytest.mark.model
+def test_process_exit_code_and_nothing_left_behind(bundled_model, tmp_path):
+    """A real process: unknown model path and a not-writable output, each one line on stderr, exit 2."""
+    command = [sys.executable, "-m", "quantforge.cli", "run"]
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "ERROR"}
+    not_writable = subprocess.run(
+        [*command, "bundled:SmolLM2-135M-Instruct", "--recipes", "quick", "--eval", str(EVALUATION_TEXT),
+         "--output", "/etc/hostname/out"], capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert not_writable.returncode == 2
+    assert "`output_dir`: '/etc/hostname/out' is not writable" in not_writable.stderr
+    too_short = tmp_path / "short.txt"
+    too_short.write_text("Only a few words.")
+    output = tmp_path / "out"
+    short = subprocess.run(
+        [*command, "bundled:SmolLM2-135M-Instruct", "--recipes", "quick", "--calibration", str(CALIBRATION_TEXT),
+         "--eval", str(too_short), "--output", str(output)], capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert short.returncode == 2
+    error_lines = [line for line in short.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+    assert re.fullmatch(rf"error: `evaluation`: '{too_short}' has \d tokens, fewer than one window of 512",
+                        error_lines[0])
+    assert list(output.iterdir()) == []
