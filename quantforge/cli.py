@@ -11,8 +11,11 @@ from rich.table import Table
 
 from quantforge.errors import QuantforgeError
 
-app = typer.Typer(help="A quantization factory for LLMs served on Intel CPUs.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="A quantization factory for LLMs served on Intel CPUs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 # A pipe or CI log gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -32,13 +35,23 @@ def _one_line(error: ValidationError) -> str:
 
 @app.command()
 def run(
-    model: Annotated[str, typer.Argument(help="Hub id (org/name), a local model directory, or "
-                                              "bundled:SmolLM2-135M-Instruct")],
+    model: Annotated[
+        str,
+        typer.Argument(help="Hub id (org/name), a local model directory, or bundled:SmolLM2-135M-Instruct"),
+    ],
     revision: Annotated[str, typer.Option(help="Branch, tag or commit sha of a Hub model.")] = "main",
-    recipes: Annotated[str, typer.Option(help="Recipe set name (see `quantforge recipes`) or YAML path.")] = "default",
-    only: Annotated[list[str] | None, typer.Option(help="Run only this recipe of the set (repeatable).")] = None,
-    calibration: Annotated[str | None, typer.Option(help="wikitext2, c4, or a .txt/.jsonl file or folder.")] = None,
-    eval: Annotated[str, typer.Option("--eval", help="wikitext2, c4, or a .txt/.jsonl file or folder.")] = "wikitext2",
+    recipes: Annotated[
+        str, typer.Option(help="Recipe set name (see `quantforge recipes`) or YAML path.")
+    ] = "default",
+    only: Annotated[
+        list[str] | None, typer.Option(help="Run only this recipe of the set (repeatable).")
+    ] = None,
+    calibration: Annotated[
+        str | None, typer.Option(help="wikitext2, c4, or a .txt/.jsonl file or folder.")
+    ] = None,
+    eval: Annotated[
+        str, typer.Option("--eval", help="wikitext2, c4, or a .txt/.jsonl file or folder.")
+    ] = "wikitext2",
     num_samples: Annotated[int, typer.Option(help="Calibration samples.")] = 64,
     seq_len: Annotated[int, typer.Option(help="Tokens per calibration sample.")] = 128,
     window: Annotated[int, typer.Option(help="Tokens per perplexity window.")] = 512,
@@ -46,25 +59,51 @@ def run(
     seed: Annotated[int, typer.Option(help="Calibration sampling seed.")] = 0,
     new_tokens: Annotated[int, typer.Option(help="Tokens generated in the decode speed test.")] = 64,
     export_dtype: Annotated[str, typer.Option(help="Baseline IR precision: fp16 or fp32.")] = "fp16",
-    max_ppl_increase: Annotated[float | None, typer.Option(help="Gate: max Δppl in % for every recipe.")] = None,
+    max_ppl_increase: Annotated[
+        float | None, typer.Option(help="Gate: max Δppl in % for every recipe.")
+    ] = None,
     max_ppl: Annotated[float | None, typer.Option(help="Gate: max absolute perplexity.")] = None,
-    min_speedup: Annotated[float | None, typer.Option(help="Gate: min decode speed-up vs the baseline.")] = None,
+    min_speedup: Annotated[
+        float | None, typer.Option(help="Gate: min decode speed-up vs the baseline.")
+    ] = None,
     max_size_mb: Annotated[float | None, typer.Option(help="Gate: max size on disk in MiB.")] = None,
-    output: Annotated[Path, typer.Option(help="Folder for the variants and the report.")] = Path("quantforge-output"),
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow models whose config needs remote code.")] = False,
-    allow_pickle: Annotated[bool, typer.Option(help="Accept pickled (*.bin) weights when no safetensors.")] = False,
+    output: Annotated[Path, typer.Option(help="Folder for the variants and the report.")] = Path(
+        "quantforge-output"
+    ),
+    trust_remote_code: Annotated[
+        bool, typer.Option(help="Allow models whose config needs remote code.")
+    ] = False,
+    allow_pickle: Annotated[
+        bool, typer.Option(help="Accept pickled (*.bin) weights when no safetensors.")
+    ] = False,
 ) -> None:
     """Quantize MODEL with every recipe of a set, measure each against the original, and gate them."""
     from tasks.request import QuantizeRequest
 
     try:
         request = QuantizeRequest(
-            model=model, revision=revision, recipes=recipes, only=only or [], calibration=calibration,
-            evaluation=eval, num_samples=num_samples, seq_len=seq_len, window=window,
-            max_eval_windows=max_eval_windows, seed=seed, new_tokens=new_tokens, export_dtype=export_dtype,
-            gates={"max_ppl_increase_pct": max_ppl_increase, "max_ppl": max_ppl, "min_speedup": min_speedup,
-                   "max_size_mb": max_size_mb},
-            output_dir=output, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+            model=model,
+            revision=revision,
+            recipes=recipes,
+            only=only or [],
+            calibration=calibration,
+            evaluation=eval,
+            num_samples=num_samples,
+            seq_len=seq_len,
+            window=window,
+            max_eval_windows=max_eval_windows,
+            seed=seed,
+            new_tokens=new_tokens,
+            export_dtype=export_dtype,
+            gates={
+                "max_ppl_increase_pct": max_ppl_increase,
+                "max_ppl": max_ppl,
+                "min_speedup": min_speedup,
+                "max_size_mb": max_size_mb,
+            },
+            output_dir=output,
+            trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
         )
     except ValidationError as error:
         fail(_one_line(error))
@@ -84,8 +123,10 @@ def run(
     for row in rows:
         table.add_row(*row.values())
     console.print(table)
-    console.print(f"best passing variant: [bold]{report.best or 'none'}[/]; Pareto front: "
-                  f"{', '.join(report.pareto_front) or '-'}; wall time {report.wall_seconds:.0f} s")
+    console.print(
+        f"best passing variant: [bold]{report.best or 'none'}[/]; Pareto front: "
+        f"{', '.join(report.pareto_front) or '-'}; wall time {report.wall_seconds:.0f} s"
+    )
     console.print(f"report and variants in {output.resolve()}")
     if report.best is None:
         sys.exit(1)

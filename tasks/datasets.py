@@ -80,7 +80,9 @@ def _hub_paragraphs(name: str, role: Role) -> list[str]:
     entry = HUB_DATASETS[name]
     split = entry[role]
     if "data_files" in entry:
-        data = datasets.load_dataset(entry["path"], data_files={split: entry["data_files"][split]}, split=split)
+        data = datasets.load_dataset(
+            entry["path"], data_files={split: entry["data_files"][split]}, split=split
+        )
     else:
         data = datasets.load_dataset(entry["path"], entry["name"], split=split)
     return [t.strip() for t in data["text"] if t.strip()]
@@ -140,7 +142,9 @@ def evaluation_windows(spec: str, tokenizer_dir: Path, window: int, max_windows:
     ids, content_hash = _cached_token_stream(paragraphs, tokenizer_dir)
     count = min(len(ids) // window, max_windows)
     if count < 1:
-        raise QuantforgeError(f"`evaluation`: {spec!r} has {len(ids)} tokens, fewer than one window of {window}")
+        raise QuantforgeError(
+            f"`evaluation`: {spec!r} has {len(ids)} tokens, fewer than one window of {window}"
+        )
     windows = ids[: count * window].reshape(count, window)
     return TokenSet(spec=spec, role="evaluation", windows=windows, content_hash=content_hash)
 
@@ -155,7 +159,8 @@ def calibration_samples(
     ids, content_hash = _cached_token_stream(paragraphs, tokenizer_dir)
     if len(ids) < seq_len:
         raise QuantforgeError(
-            f"`calibration`: {spec!r} has {len(ids)} tokens after removing text shared with the evaluation set, "
+            f"`calibration`: {spec!r} has {len(ids)} tokens after removing text shared with the "
+            "evaluation set, "
             f"fewer than one sample of {seq_len}"
         )
     starts = np.random.default_rng(seed).integers(0, len(ids) - seq_len + 1, size=num_samples)
@@ -166,8 +171,16 @@ def calibration_samples(
 
 
 evaluation_windows_task = task(
-    evaluation_windows, name="evaluation-set", retries=2, retry_delay_seconds=5, retry_condition_fn=only_io_errors
+    evaluation_windows,
+    name="evaluation-set",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=only_io_errors,
 )
 calibration_samples_task = task(
-    calibration_samples, name="calibration-set", retries=2, retry_delay_seconds=5, retry_condition_fn=only_io_errors
+    calibration_samples,
+    name="calibration-set",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=only_io_errors,
 )

@@ -78,8 +78,9 @@ def perplexity(model_dir: Path, windows: TokenSet) -> Perplexity:
             progress.advance(bar)
     scored = data.shape[0] * (data.shape[1] - 1)
     mean = total_nll / scored
-    return Perplexity(ppl=math.exp(mean) if mean < 700 else math.inf, mean_nll=mean, tokens_scored=scored,
-                      windows=len(data))
+    return Perplexity(
+        ppl=math.exp(mean) if mean < 700 else math.inf, mean_nll=mean, tokens_scored=scored, windows=len(data)
+    )
 
 
 def weight_shares(model_dir: Path) -> WeightShares:
@@ -87,8 +88,16 @@ def weight_shares(model_dir: Path) -> WeightShares:
     import openvino as ov
 
     counts = {"int4": 0, "int8": 0, "float": 0}
-    kinds = {"u4": "int4", "i4": "int4", "nf4": "int4", "u8": "int8", "i8": "int8",
-             "f16": "float", "f32": "float", "bf16": "float"}
+    kinds = {
+        "u4": "int4",
+        "i4": "int4",
+        "nf4": "int4",
+        "u8": "int8",
+        "i8": "int8",
+        "f16": "float",
+        "f32": "float",
+        "bf16": "float",
+    }
     for op in ov.Core().read_model(model_dir / IR_XML).get_ordered_ops():
         if op.get_type_name() != "Constant":
             continue

@@ -41,9 +41,13 @@ def export_baseline(source: SourceModel, dtype: Literal["fp16", "fp32"] = "fp16"
                 _export(source.local_dir, tmp, dtype)
         except OSError as error:
             if error.errno == errno.ENOSPC:
-                raise QuantforgeError(f"disk full while exporting to {target.parent} (nothing was kept)") from None
+                raise QuantforgeError(
+                    f"disk full while exporting to {target.parent} (nothing was kept)"
+                ) from None
             raise
-    return BaselineIR(path=target, dtype=dtype, reused=False, export_seconds=usage.seconds, peak_rss_mb=usage.peak_rss_mb)
+    return BaselineIR(
+        path=target, dtype=dtype, reused=False, export_seconds=usage.seconds, peak_rss_mb=usage.peak_rss_mb
+    )
 
 
 def _export(model_dir: Path, out: Path, dtype: str) -> None:

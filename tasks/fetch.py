@@ -46,7 +46,8 @@ class SourceModel(BaseModel):
     @property
     def cache_key(self) -> str:
         """Folder name for everything derived from this exact source."""
-        return f"{self.repo.replace('/', '--').replace(':', '--')}@{self.sha[:16]}"
+        # No "@": transformers and optimum read "name@rev" in a path as a Hub revision.
+        return f"{self.repo.replace('/', '--').replace(':', '--')}--{self.sha[:16]}"
 
 
 def fetch_source(
@@ -55,7 +56,9 @@ def fetch_source(
     """Resolve and download the source model, then refuse what quantforge must not load."""
     if model.startswith(BUNDLED_PREFIX):
         if model != BUNDLED_PREFIX + BUNDLED_NAME:
-            raise QuantforgeError(f"`model`: unknown bundled model {model!r} (have {BUNDLED_PREFIX}{BUNDLED_NAME})")
+            raise QuantforgeError(
+                f"`model`: unknown bundled model {model!r} (have {BUNDLED_PREFIX}{BUNDLED_NAME})"
+            )
         source = _from_directory(bundled_model_dir(), BUNDLED_PREFIX + BUNDLED_NAME)
     elif Path(model).is_dir():
         source = _from_directory(Path(model), "local:" + Path(model).resolve().name)
@@ -84,12 +87,16 @@ def _from_hub(repo: str, revision: str, *, allow_pickle: bool) -> SourceModel:
     except RevisionNotFoundError:
         raise QuantforgeError(f"`revision`: {revision!r} does not exist in {repo!r}") from None
     except RepositoryNotFoundError:
-        raise QuantforgeError(f"`model`: repository {repo!r} not found (or private without HF_TOKEN)") from None
+        raise QuantforgeError(
+            f"`model`: repository {repo!r} not found (or private without HF_TOKEN)"
+        ) from None
     names = [s.rfilename for s in info.siblings or []]
     has_safetensors = any(n.endswith(".safetensors") for n in names)
     if not has_safetensors and not allow_pickle:
         pickled = [n for n in names if n.endswith(PICKLED_SUFFIXES)]
-        detail = f" (only pickled weights: {', '.join(pickled)}; pass --allow-pickle to accept)" if pickled else ""
+        detail = (
+            f" (only pickled weights: {', '.join(pickled)}; pass --allow-pickle to accept)" if pickled else ""
+        )
         raise QuantforgeError(f"`model`: {repo!r} has no safetensors weights{detail}")
     patterns = NEEDED_FILES + ([f"*{s}" for s in PICKLED_SUFFIXES] if not has_safetensors else [])
     local = snapshot_download(repo, revision=info.sha, allow_patterns=patterns, token=api.token)
@@ -104,7 +111,8 @@ def check_loadable(source: SourceModel, *, trust_remote_code: bool, allow_pickle
     config = json.loads(config_path.read_text())
     if config.get("auto_map") and not trust_remote_code:
         raise QuantforgeError(
-            f"`model`: {source.repo!r} needs remote code (config.json `auto_map`); pass --trust-remote-code to run it"
+            f"`model`: {source.repo!r} needs remote code (config.json `auto_map`); "
+            "pass --trust-remote-code to run it"
         )
     architectures = config.get("architectures") or []
     if not set(architectures) & SUPPORTED_ARCHITECTURES and not trust_remote_code:
@@ -131,7 +139,9 @@ def check_safetensors(path: Path) -> None:
         try:
             header = json.loads(handle.read(header_length))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise QuantforgeError(f"`model`: {path.name} is corrupt (unreadable safetensors header)") from None
+            raise QuantforgeError(
+                f"`model`: {path.name} is corrupt (unreadable safetensors header)"
+            ) from None
     data_size = size - 8 - header_length
     ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
     if max(ends, default=0) > data_size:

@@ -40,16 +40,24 @@ def effective_limits(recipe: Recipe, run_limits: GateLimits) -> GateOverride:
 
 
 def judge(
-    ppl: float, baseline_ppl: float, tokens_per_second: float | None, baseline_tokens_per_second: float | None,
-    size_mb: float, limits: GateOverride,
+    ppl: float,
+    baseline_ppl: float,
+    tokens_per_second: float | None,
+    baseline_tokens_per_second: float | None,
+    size_mb: float,
+    limits: GateOverride,
 ) -> Verdict:
     """Check each rule; a non-finite perplexity fails outright."""
     if not math.isfinite(ppl):
         return Verdict(passed=False, reasons=[f"perplexity is {ppl}: the variant is broken"])
     checks = []
     increase = (ppl / baseline_ppl - 1) * 100
-    checks.append((increase <= limits.max_ppl_increase_pct + 1e-9,  # 25.5 vs 25.0 is +2 %, not +2.0000000000000018
-                   f"Δppl {increase:+.2f} % vs limit +{limits.max_ppl_increase_pct:.2f} %"))
+    checks.append(
+        (
+            increase <= limits.max_ppl_increase_pct + 1e-9,  # 25.5 vs 25.0 is +2 %, not +2.0000000000000018
+            f"Δppl {increase:+.2f} % vs limit +{limits.max_ppl_increase_pct:.2f} %",
+        )
+    )
     if limits.max_ppl is not None:
         checks.append((ppl <= limits.max_ppl, f"ppl {ppl:.3f} vs max {limits.max_ppl:.3f}"))
     if limits.min_speedup is not None:
@@ -57,9 +65,13 @@ def judge(
             checks.append((False, "speed-up limit set but decode speed was not measured"))
         else:
             speedup = tokens_per_second / baseline_tokens_per_second
-            checks.append((speedup >= limits.min_speedup, f"speed-up {speedup:.2f}x vs min {limits.min_speedup:.2f}x"))
+            checks.append(
+                (speedup >= limits.min_speedup, f"speed-up {speedup:.2f}x vs min {limits.min_speedup:.2f}x")
+            )
     if limits.max_size_mb is not None:
-        checks.append((size_mb <= limits.max_size_mb, f"size {size_mb:.1f} MiB vs max {limits.max_size_mb:.1f} MiB"))
+        checks.append(
+            (size_mb <= limits.max_size_mb, f"size {size_mb:.1f} MiB vs max {limits.max_size_mb:.1f} MiB")
+        )
     return Verdict(
         passed=all(ok for ok, _ in checks),
         reasons=[("pass: " if ok else "FAIL: ") + text for ok, text in checks],

@@ -19,7 +19,9 @@ def check_writable(output_dir: Path) -> None:
         with tempfile.TemporaryFile(dir=output_dir):
             pass
     except OSError as error:
-        raise QuantforgeError(f"`output_dir`: {str(output_dir)!r} is not writable ({error.strerror})") from None
+        raise QuantforgeError(
+            f"`output_dir`: {str(output_dir)!r} is not writable ({error.strerror})"
+        ) from None
 
 
 def _link_tree(source: Path, target: Path) -> None:

@@ -60,7 +60,9 @@ def is_complete(target: Path) -> bool:
     return all((target / name).exists() for name in (IR_XML, IR_BIN, QUANTIZE_USAGE_FILE))
 
 
-def quantize_variant(baseline: BaselineIR, recipe: Recipe, calibration: TokenSet | None, target: Path) -> StepUsage:
+def quantize_variant(
+    baseline: BaselineIR, recipe: Recipe, calibration: TokenSet | None, target: Path
+) -> StepUsage:
     """Write the variant directory at `target` atomically; return the step's wall time and peak RSS."""
     if recipe.data_aware and calibration is None:
         raise QuantforgeError(f"recipe {recipe.name!r} is data-aware and needs `calibration` data")
@@ -68,10 +70,14 @@ def quantize_variant(baseline: BaselineIR, recipe: Recipe, calibration: TokenSet
         with atomic_dir(target) as tmp:
             with measure() as usage:
                 _compress(baseline.path, recipe, calibration, tmp)
-            write_json(tmp / QUANTIZE_USAGE_FILE, {"seconds": usage.seconds, "peak_rss_mb": usage.peak_rss_mb})
+            write_json(
+                tmp / QUANTIZE_USAGE_FILE, {"seconds": usage.seconds, "peak_rss_mb": usage.peak_rss_mb}
+            )
     except OSError as error:
         if error.errno == errno.ENOSPC:
-            raise QuantforgeError(f"disk full while writing variant {recipe.name!r} (nothing was kept)") from None
+            raise QuantforgeError(
+                f"disk full while writing variant {recipe.name!r} (nothing was kept)"
+            ) from None
         raise
     return usage
 
@@ -99,8 +105,13 @@ def _compress(baseline_dir: Path, recipe: Recipe, calibration: TokenSet | None, 
         if extra.name not in (IR_XML, IR_BIN) and extra.is_file():
             shutil.copy2(extra, out / extra.name)
     # optimum-intel reads this to know how the weights were quantized.
-    write_json(out / "openvino_config.json", {"quantization_config": to_optimum_config(recipe).to_dict(),
-                                              "dtype": "int8" if recipe.bits == 8 else "int4"})
+    write_json(
+        out / "openvino_config.json",
+        {
+            "quantization_config": to_optimum_config(recipe).to_dict(),
+            "dtype": "int8" if recipe.bits == 8 else "int4",
+        },
+    )
 
 
 quantize_variant_task = task(quantize_variant, name="quantize", cache_policy=NO_CACHE)

@@ -104,7 +104,7 @@ def _combination_problems(recipe: Recipe) -> list[str]:
 
 
 def to_optimum_config(recipe: Recipe) -> Any:
-    """The one translation: a Recipe as optimum-intel's quantization config (whose to_nncf_dict feeds nncf)."""
+    """The one translation: a Recipe as optimum-intel's config (its to_nncf_dict feeds nncf)."""
     from optimum.intel import OVQuantizationConfig, OVWeightQuantizationConfig
 
     if recipe.static:

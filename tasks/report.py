@@ -9,6 +9,7 @@ from quantforge.atomic import write_json
 from tasks.evaluate import Metrics
 from tasks.gate import Verdict
 
+
 class VariantResult(BaseModel):
     """One recipe's outcome in one run."""
 
@@ -49,7 +50,8 @@ def pareto_front(results: list[VariantResult]) -> list[str]:
     for candidate in results:
         c_size, c_ppl = candidate.metrics.size_mb, candidate.metrics.perplexity.ppl
         dominated = any(
-            o.metrics.size_mb <= c_size and o.metrics.perplexity.ppl <= c_ppl
+            o.metrics.size_mb <= c_size
+            and o.metrics.perplexity.ppl <= c_ppl
             and (o.metrics.size_mb < c_size or o.metrics.perplexity.ppl < c_ppl)
             for o in results
         )
@@ -69,6 +71,7 @@ def best_passing(results: list[VariantResult]) -> str | None:
 
 def table_rows(report: RunReport) -> list[dict[str, str]]:
     """One row per model (baseline first) with the figures users compare."""
+
     def row(name: str, metrics: Metrics, delta: str, verdict: str, quantize: str) -> dict[str, str]:
         speed = metrics.speed
         return {
@@ -76,7 +79,9 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
             "ppl": f"{metrics.perplexity.ppl:.3f}",
             "Δppl": delta,
             "size MiB": f"{metrics.size_mb:.1f}",
-            "int4/int8/float": f"{metrics.weights.int4:.0%}/{metrics.weights.int8:.0%}/{metrics.weights.float:.0%}",
+            "int4/int8/float": "/".join(
+                f"{share:.0%}" for share in (metrics.weights.int4, metrics.weights.int8, metrics.weights.float)
+            ),
             "tok/s": f"{speed.tokens_per_second:.1f}" if speed else "-",
             "TTFT ms": f"{speed.ttft_ms:.0f}" if speed else "-",
             "quantize": quantize,
@@ -86,7 +91,9 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
     export = "reused" if report.export_reused else f"export {report.export_seconds:.0f} s"
     rows = [row("baseline", report.baseline, "-", "-", export)]
     for r in report.variants:
-        quantize = "reused" if r.reused else f"{r.quantize_seconds:.0f} s, {r.quantize_peak_rss_mb / 1024:.2f} GiB"
+        quantize = (
+            "reused" if r.reused else f"{r.quantize_seconds:.0f} s, {r.quantize_peak_rss_mb / 1024:.2f} GiB"
+        )
         verdict = ("PASS" if r.verdict.passed else "FAIL") + (" (best)" if r.recipe == report.best else "")
         rows.append(row(r.recipe, r.metrics, f"{r.ppl_increase_pct:+.2f} %", verdict, quantize))
     return rows
@@ -98,7 +105,8 @@ def markdown(report: RunReport) -> str:
     lines = [
         f"# quantforge: {report.source_repo}@{report.source_sha[:12]}",
         "",
-        f"Evaluation: {report.evaluation} ({report.eval_tokens} tokens), calibration: {report.calibration or '-'}; "
+        f"Evaluation: {report.evaluation} ({report.eval_tokens} tokens), "
+        f"calibration: {report.calibration or '-'}; "
         f"best passing variant: **{report.best or 'none'}**; Pareto front (size vs ppl): "
         f"{', '.join(report.pareto_front) or '-'}; wall time {report.wall_seconds:.0f} s.",
         "",
@@ -120,7 +128,9 @@ def pareto_plot(report: RunReport, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (by_size, by_speed) = plt.subplots(1, 2, figsize=(11, 4.5))
-    points = [("baseline", report.baseline, True)] + [(r.recipe, r.metrics, r.verdict.passed) for r in report.variants]
+    points = [("baseline", report.baseline, True)] + [
+        (r.recipe, r.metrics, r.verdict.passed) for r in report.variants
+    ]
     for name, metrics, passed in points:
         colour = "tab:green" if passed else "tab:red"
         ppl = metrics.perplexity.ppl
@@ -129,7 +139,11 @@ def pareto_plot(report: RunReport, path: Path) -> None:
         if metrics.speed:
             by_speed.scatter(metrics.speed.tokens_per_second, ppl, color=colour)
             by_speed.annotate(name, (metrics.speed.tokens_per_second, ppl), fontsize=8)
-    front = sorted((r.metrics.size_mb, r.metrics.perplexity.ppl) for r in report.variants if r.recipe in report.pareto_front)
+    front = sorted(
+        (r.metrics.size_mb, r.metrics.perplexity.ppl)
+        for r in report.variants
+        if r.recipe in report.pareto_front
+    )
     if front:
         by_size.plot(*zip(*front, strict=True), linestyle="--", color="grey")
     by_size.set(xlabel="size on disk (MiB)", ylabel="perplexity", title="size vs perplexity (green: passed)")
@@ -153,7 +167,8 @@ def _publish_artifacts(report: RunReport) -> None:
 
     if FlowRunContext.get() is None:
         return
-    key = "quantforge-" + "".join(c if c.isalnum() else "-" for c in report.source_repo.lower())[:40].strip("-")
+    key = "quantforge-" + "".join(c if c.isalnum() else "-" for c in report.source_repo.lower())[:40].strip(
+        "-"
+    )
     create_table_artifact(table=table_rows(report), key=f"{key}-table", description="quantforge variants")
     create_markdown_artifact(markdown=markdown(report), key=key, description="quantforge report")
-

@@ -19,7 +19,9 @@ class QuantizeRequest(BaseModel):
     revision: str = Field(default="main", min_length=1, description="branch, tag or commit of a Hub model")
     recipes: str = Field(default="default", description="recipe set name or YAML path")
     only: list[str] = Field(default_factory=list, description="run just these recipes of the set")
-    calibration: str | None = Field(default=None, description="wikitext2, c4, or a .txt/.jsonl file or folder")
+    calibration: str | None = Field(
+        default=None, description="wikitext2, c4, or a .txt/.jsonl file or folder"
+    )
     evaluation: str = Field(default="wikitext2", description="wikitext2, c4, or a .txt/.jsonl file or folder")
     num_samples: int = Field(default=64, ge=1, le=4096, description="calibration samples")
     seq_len: int = Field(default=128, ge=8, le=8192, description="tokens per calibration sample")

@@ -4,7 +4,15 @@ import hashlib
 import json
 from importlib.metadata import version
 
-BYTE_CHANGING_PACKAGES = ("openvino", "openvino-tokenizers", "nncf", "optimum-intel", "optimum", "transformers", "torch")
+BYTE_CHANGING_PACKAGES = (
+    "openvino",
+    "openvino-tokenizers",
+    "nncf",
+    "optimum-intel",
+    "optimum",
+    "transformers",
+    "torch",
+)
 
 
 def toolchain() -> dict[str, str]:

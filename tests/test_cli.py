@@ -40,7 +40,9 @@ def test_invalid_requests_fail_before_any_work(arguments, message, tmp_path):
 
 def test_invalid_recipe_file_names_recipe_and_field(tmp_path):
     recipes = tmp_path / "mine.yaml"
-    recipes.write_text("recipes:\n  - name: gptq-lora\n    bits: 4\n    gptq: true\n    lora_correction: true\n")
+    recipes.write_text(
+        "recipes:\n  - name: gptq-lora\n    bits: 4\n    gptq: true\n    lora_correction: true\n"
+    )
     result = runner.invoke(app, ["run", "bundled:SmolLM2-135M-Instruct", "--recipes", str(recipes)])
     assert result.exit_code == 2
     assert "recipe 'gptq-lora'" in result.output and "cannot be combined" in result.output
@@ -52,8 +54,20 @@ def test_process_exit_code_and_nothing_left_behind(bundled_model, tmp_path):
     command = [sys.executable, "-m", "quantforge.cli", "run"]
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "ERROR"}
     not_writable = subprocess.run(
-        [*command, "bundled:SmolLM2-135M-Instruct", "--recipes", "quick", "--eval", str(EVALUATION_TEXT),
-         "--output", "/etc/hostname/out"], capture_output=True, text=True, env=env, timeout=300,
+        [
+            *command,
+            "bundled:SmolLM2-135M-Instruct",
+            "--recipes",
+            "quick",
+            "--eval",
+            str(EVALUATION_TEXT),
+            "--output",
+            "/etc/hostname/out",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert not_writable.returncode == 2
     assert "`output_dir`: '/etc/hostname/out' is not writable" in not_writable.stderr
@@ -61,12 +75,27 @@ def test_process_exit_code_and_nothing_left_behind(bundled_model, tmp_path):
     too_short.write_text("Only a few words.")
     output = tmp_path / "out"
     short = subprocess.run(
-        [*command, "bundled:SmolLM2-135M-Instruct", "--recipes", "quick", "--calibration", str(CALIBRATION_TEXT),
-         "--eval", str(too_short), "--output", str(output)], capture_output=True, text=True, env=env, timeout=300,
+        [
+            *command,
+            "bundled:SmolLM2-135M-Instruct",
+            "--recipes",
+            "quick",
+            "--calibration",
+            str(CALIBRATION_TEXT),
+            "--eval",
+            str(too_short),
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert short.returncode == 2
     error_lines = [line for line in short.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1
-    assert re.fullmatch(rf"error: `evaluation`: '{too_short}' has \d tokens, fewer than one window of 512",
-                        error_lines[0])
+    assert re.fullmatch(
+        rf"error: `evaluation`: '{too_short}' has \d tokens, fewer than one window of 512", error_lines[0]
+    )
     assert list(output.iterdir()) == []

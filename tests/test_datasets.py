@@ -13,8 +13,11 @@ from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT, LICENSES
 def test_txt_jsonl_and_folders_are_read(tmp_path):
     (tmp_path / "a.txt").write_text("First paragraph.\n\nSecond paragraph.\n")
     (tmp_path / "b.jsonl").write_text(json.dumps({"text": "From JSON lines."}) + "\n")
-    assert read_paragraphs(str(tmp_path), "calibration") == ["First paragraph.", "Second paragraph.",
-                                                               "From JSON lines."]
+    assert read_paragraphs(str(tmp_path), "calibration") == [
+        "First paragraph.",
+        "Second paragraph.",
+        "From JSON lines.",
+    ]
 
 
 def test_unknown_spec_names_the_field():
@@ -24,8 +27,9 @@ def test_unknown_spec_names_the_field():
 
 def test_overlap_is_removed_from_calibration():
     shared = "This paragraph is long enough to count as real text and appears in both sets."
-    kept, removed = remove_overlap(["Only here, and long enough to be counted as a paragraph.", shared],
-                                   [shared.upper()])
+    kept, removed = remove_overlap(
+        ["Only here, and long enough to be counted as a paragraph.", shared], [shared.upper()]
+    )
     assert removed == 1 and shared not in kept
 
 

@@ -9,13 +9,26 @@ from tasks.recipes import Recipe, available_sets, load_recipe_set, nncf_call
 
 
 def test_weight_only_int4_translation_matches_nncf_arguments():
-    recipe = Recipe(name="awq", bits=4, sym=True, group_size=64, ratio=0.8, backup_precision="int8_asym",
-                    awq=True, scale_estimation=True)
+    recipe = Recipe(
+        name="awq",
+        bits=4,
+        sym=True,
+        group_size=64,
+        ratio=0.8,
+        backup_precision="int8_asym",
+        awq=True,
+        scale_estimation=True,
+    )
     function, kwargs = nncf_call(recipe)
     assert function == "compress_weights"
     expected = {
-        "mode": nncf.CompressWeightsMode.INT4_SYM, "group_size": 64, "ratio": 0.8, "awq": True,
-        "scale_estimation": True, "gptq": None, "lora_correction": None,
+        "mode": nncf.CompressWeightsMode.INT4_SYM,
+        "group_size": 64,
+        "ratio": 0.8,
+        "awq": True,
+        "scale_estimation": True,
+        "gptq": None,
+        "lora_correction": None,
         "backup_mode": nncf.BackupMode.INT8_ASYM,
     }
     assert {k: kwargs[k] for k in expected} == expected
@@ -64,7 +77,9 @@ def test_ratio_outside_unit_interval_is_refused(ratio):
 
 def test_recipe_hash_ignores_name_and_gate_but_not_fields():
     base = Recipe(name="a", bits=4, group_size=128)
-    assert base.content_hash() == Recipe(name="b", bits=4, group_size=128, gate={"max_ppl": 30}).content_hash()
+    assert (
+        base.content_hash() == Recipe(name="b", bits=4, group_size=128, gate={"max_ppl": 30}).content_hash()
+    )
     assert base.content_hash() != Recipe(name="a", bits=4, group_size=64).content_hash()
 
 
