@@ -79,9 +79,7 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
             "ppl": f"{metrics.perplexity.ppl:.3f}",
             "Δppl": delta,
             "size MiB": f"{metrics.size_mb:.1f}",
-            "int4/int8/float": "/".join(
-                f"{share:.0%}" for share in (metrics.weights.int4, metrics.weights.int8, metrics.weights.float)
-            ),
+            "int4/int8/float": "/".join(f"{share:.0%}" for share in metrics.weights.model_dump().values()),
             "tok/s": f"{speed.tokens_per_second:.1f}" if speed else "-",
             "TTFT ms": f"{speed.ttft_ms:.0f}" if speed else "-",
             "quantize": quantize,
