@@ -1,6 +1,7 @@
 """Write-then-rename helpers: nothing half-written is ever visible under its final name."""
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -8,11 +9,24 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from quantforge.errors import QuantforgeError
+
 
 @contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; rename it to `final` only if the block succeeds."""
+def atomic_dir(final: Path, needs_bytes: int = 0) -> Iterator[Path]:
+    """Yield a temporary sibling directory; rename it to `final` only if the block succeeds.
+
+    `needs_bytes` is checked against the free space first, so a write that cannot fit fails before it
+    starts; a write that still runs out of space (another process filled the disk) gets the same clear
+    error, and its partial files are removed either way.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(final.parent).free
+    if free < needs_bytes:
+        raise QuantforgeError(
+            f"not enough disk space to write {final}: needs ~{needs_bytes / 2**20:.0f} MiB, "
+            f"{free / 2**20:.0f} MiB free (nothing was written)"
+        )
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         yield tmp
@@ -20,9 +34,23 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        # Libraries word a full disk their own way (OpenVINO: "basic_ios::clear: iostream error") and
+        # remove what they could not finish, so judge by the space left once our partial files are gone.
+        if isinstance(error, Exception) and (
+            _is_enospc(error) or shutil.disk_usage(final.parent).free < needs_bytes
+        ):
+            raise QuantforgeError(f"disk full while writing {final} (nothing was kept)") from None
         raise
+
+
+def _is_enospc(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def write_json(path: Path, payload: object) -> None:

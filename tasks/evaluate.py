@@ -78,9 +78,8 @@ def perplexity(model_dir: Path, windows: TokenSet) -> Perplexity:
             progress.advance(bar)
     scored = data.shape[0] * (data.shape[1] - 1)
     mean = total_nll / scored
-    return Perplexity(
-        ppl=math.exp(mean) if mean < 700 else math.inf, mean_nll=mean, tokens_scored=scored, windows=len(data)
-    )
+    ppl = math.nan if math.isnan(mean) else math.exp(min(mean, 709.0))  # exp(709.8) overflows a float
+    return Perplexity(ppl=ppl, mean_nll=mean, tokens_scored=scored, windows=len(data))
 
 
 def weight_shares(model_dir: Path) -> WeightShares:

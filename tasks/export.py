@@ -1,6 +1,5 @@
 """export: the source model to one OpenVINO IR per (source sha, dtype, toolchain), reused by every recipe."""
 
-import errno
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -10,9 +9,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from quantforge.atomic import atomic_dir
-from quantforge.errors import QuantforgeError
 from quantforge.paths import data_dir
-from tasks.fetch import SourceModel
+from tasks.fetch import SourceModel, parameter_count
 from tasks.resources import measure
 from tasks.toolchain import toolchain_hash
 
@@ -35,16 +33,10 @@ def export_baseline(source: SourceModel, dtype: Literal["fp16", "fp32"] = "fp16"
     target = data_dir() / "ir" / source.cache_key / f"{dtype}-{toolchain_hash()[:12]}"
     if (target / IR_XML).exists() and (target / IR_BIN).exists():
         return BaselineIR(path=target, dtype=dtype, reused=True)
-    with measure() as usage:
-        try:
-            with atomic_dir(target) as tmp:
-                _export(source.local_dir, tmp, dtype)
-        except OSError as error:
-            if error.errno == errno.ENOSPC:
-                raise QuantforgeError(
-                    f"disk full while exporting to {target.parent} (nothing was kept)"
-                ) from None
-            raise
+    bytes_per_weight = 2 if dtype == "fp16" else 4
+    needs_bytes = int(parameter_count(source.local_dir) * bytes_per_weight * 1.1) + 32 * 2**20
+    with measure() as usage, atomic_dir(target, needs_bytes) as tmp:
+        _export(source.local_dir, tmp, dtype)
     return BaselineIR(
         path=target, dtype=dtype, reused=False, export_seconds=usage.seconds, peak_rss_mb=usage.peak_rss_mb
     )

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -130,6 +131,25 @@ def check_loadable(source: SourceModel, *, trust_remote_code: bool, allow_pickle
 
 def check_safetensors(path: Path) -> None:
     """Check that the header parses and every tensor lies inside the file (catches truncation)."""
+    header, data_size = _safetensors_header(path)
+    ends = [entry["data_offsets"][1] for entry in header.values()]
+    if max(ends, default=0) > data_size:
+        raise QuantforgeError(
+            f"`model`: {path.name} is truncated ({data_size} data bytes, tensors need {max(ends)})"
+        )
+
+
+def parameter_count(model_dir: Path) -> int:
+    """Number of weight elements in the folder's safetensors files, read from their headers."""
+    return sum(
+        math.prod(entry["shape"])
+        for path in model_dir.glob("*.safetensors")
+        for entry in _safetensors_header(path)[0].values()
+    )
+
+
+def _safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
+    """The tensor entries of a safetensors header, and the size of the data section after it."""
     size = path.stat().st_size
     with path.open("rb") as handle:
         raw_length = handle.read(8)
@@ -142,12 +162,8 @@ def check_safetensors(path: Path) -> None:
             raise QuantforgeError(
                 f"`model`: {path.name} is corrupt (unreadable safetensors header)"
             ) from None
-    data_size = size - 8 - header_length
-    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-    if max(ends, default=0) > data_size:
-        raise QuantforgeError(
-            f"`model`: {path.name} is truncated ({data_size} data bytes, tensors need {max(ends)})"
-        )
+    header.pop("__metadata__", None)
+    return header, size - 8 - header_length
 
 
 fetch_source_task = task(

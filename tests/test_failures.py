@@ -1,0 +1,83 @@
+"""Failures mid-run: a full disk during export, and a model whose perplexity is not finite."""
+
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from flows.quantize import quantize_flow
+from quantforge.atomic import atomic_dir
+from quantforge.errors import QuantforgeError
+from tasks.export import export_baseline
+from tasks.fetch import fetch_source
+from tasks.request import QuantizeRequest
+from tests.conftest import EVALUATION_TEXT
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs (the fp16 IR of the bundled model needs 265 MiB)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64M", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_export_that_cannot_fit_is_refused_before_it_starts(bundled_model, small_disk, monkeypatch):
+    source = fetch_source(str(bundled_model))
+    monkeypatch.setenv("QUANTFORGE_HOME", str(small_disk))
+    with pytest.raises(QuantforgeError, match=r"not enough disk space .* needs ~\d+ MiB, \d+ MiB free"):
+        export_baseline(source, "fp16")
+    assert [p for p in small_disk.rglob("*") if p.is_file()] == []
+
+
+def test_disk_that_fills_mid_write_is_clear_and_leaves_nothing(small_disk):
+    target = small_disk / "variant"
+    with pytest.raises(QuantforgeError, match=f"disk full while writing {target}"):
+        with atomic_dir(target) as tmp:
+            with (tmp / "openvino_model.bin").open("wb") as handle:
+                while True:  # the disk fills before the write completes
+                    handle.write(b"\0" * 2**20)
+    assert list(small_disk.iterdir()) == []
+
+
+def test_non_finite_baseline_perplexity_fails_the_run(bundled_model, prefect_harness, tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        "llama",
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=49152,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        model.model.norm.weight.fill_(float("nan"))
+    model_dir = tmp_path / "broken"
+    model.save_pretrained(model_dir, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(bundled_model / name, model_dir / name)
+    output = tmp_path / "out"
+    request = QuantizeRequest(
+        model=str(model_dir),
+        recipes="quick",
+        evaluation=str(EVALUATION_TEXT),
+        window=128,
+        max_eval_windows=2,
+        new_tokens=4,
+        output_dir=output,
+    )
+    with pytest.raises(QuantforgeError, match=r"baseline perplexity of local:broken is nan"):
+        quantize_flow(request)
+    assert list(output.iterdir()) == []
