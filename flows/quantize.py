@@ -1,18 +1,37 @@
-"""The quantize flow: fetch, datasets, export once, then quantize, evaluate and gate every recipe."""
+"""The quantize flow: fetch, datasets, then for every recipe reuse what the registry knows or make it.
 
+Export, quantization and evaluation run only for recipes the registry has no record of; a rerun of
+the same request does none of them.
+"""
+
+import contextlib
 import math
 import time
 
 from prefect import flow
 
 from quantforge.errors import QuantforgeError
-from tasks.datasets import calibration_samples_task, evaluation_windows_task
-from tasks.evaluate import measure_model_task
-from tasks.export import export_baseline_task
-from tasks.fetch import fetch_source_task
-from tasks.gate import effective_limits, judge
+from quantforge.locks import identity_lock
+from quantforge.manifest import read_manifest
+from registry.aliases import CHAMPION_ALIAS, promote_task
+from registry.pull import pull_task
+from registry.variants import (
+    Lineage,
+    RecordedVariant,
+    finish_flow_run,
+    identity_key,
+    lookup_task,
+    record_variant_task,
+    start_flow_run_task,
+)
+from tasks.datasets import TokenSet, calibration_samples_task, evaluation_windows_task
+from tasks.evaluate import Metrics, measure_model_task
+from tasks.export import BaselineIR, export_baseline_task
+from tasks.fetch import SourceModel, fetch_source_task
+from tasks.gate import Verdict, effective_limits, judge
 from tasks.output import check_writable, publish_output_task
-from tasks.quantize import is_complete, quantize_variant_task, recorded_usage, variant_dir, variant_identity
+from tasks.quantize import is_complete, quantize_variant_task, variant_dir, variant_identity
+from tasks.recipes import Recipe
 from tasks.report import RunReport, VariantResult, best_passing, pareto_front
 from tasks.request import QuantizeRequest
 from tasks.toolchain import toolchain
@@ -20,7 +39,7 @@ from tasks.toolchain import toolchain
 
 @flow(name="quantize", flow_run_name="quantize {request.model}", validate_parameters=True)
 def quantize_flow(request: QuantizeRequest) -> RunReport:
-    """Produce, measure and gate every recipe of the request; write the report."""
+    """Produce, measure, gate and register every recipe of the request; write the report."""
     started = time.perf_counter()
     recipes = request.selected_recipes()
     check_writable(request.output_dir)
@@ -43,59 +62,166 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
             request.seq_len,
             request.seed,
         )
+    mlflow_run = start_flow_run_task(source.repo, source.sha)
+    try:
+        identities = {
+            r.name: identity_key(source.repo, source.sha, variant_identity(r, calibration)) for r in recipes
+        }
+        reusable = {
+            r.name: record
+            for r in recipes
+            if (record := _reusable(lookup_task(identities[r.name], evaluation.content_hash), r, request))
+        }
+        baseline_ir, lineage = None, None
+        if len(reusable) < len(recipes):
+            baseline_ir, lineage = _measure_baseline(source, evaluation, request)
+        results = []
+        for recipe in recipes:
+            with identity_lock(identities[recipe.name]):  # a concurrent run of this host may be making it
+                record = reusable.get(recipe.name) or _reusable(
+                    lookup_task(identities[recipe.name], evaluation.content_hash), recipe, request
+                )
+                if record is not None:
+                    results.append(_reused_result(record, recipe, request, source, calibration))
+                    continue
+                results.append(
+                    _make_variant(
+                        recipe, source, baseline_ir, calibration, evaluation, lineage, mlflow_run, request
+                    )
+                )
+        baseline = lineage or next(iter(reusable.values())).lineage
+        report = RunReport(
+            source_repo=source.repo,
+            source_sha=source.sha,
+            toolchain=toolchain(),
+            evaluation=request.evaluation,
+            evaluation_hash=evaluation.content_hash,
+            eval_tokens=evaluation.tokens,
+            calibration=request.calibration if calibration is not None else None,
+            baseline=baseline.baseline,
+            export_seconds=baseline_ir.export_seconds if baseline_ir else 0.0,
+            export_reused=baseline_ir is None or baseline_ir.reused,
+            mlflow_run_id=mlflow_run,
+            variants=results,
+            best=best_passing(results),
+            pareto_front=pareto_front(results),
+            wall_seconds=time.perf_counter() - started,
+        )
+        best = next((r for r in results if r.recipe == report.best), None)
+        if request.promote_best and best is not None:
+            promote_task(best.model_name, best.model_version, CHAMPION_ALIAS)
+        folder = publish_output_task(report, request.output_dir)
+        finish_flow_run(mlflow_run, folder, "FINISHED")
+    except BaseException:
+        with contextlib.suppress(Exception):  # MLflow may be what failed: keep the first error
+            finish_flow_run(mlflow_run, None, "FAILED")
+        raise
+    return report
+
+
+def _measure_baseline(
+    source: SourceModel, evaluation: TokenSet, request: QuantizeRequest
+) -> tuple[BaselineIR, Lineage]:
     baseline_ir = export_baseline_task(source, request.export_dtype)
     baseline = measure_model_task(baseline_ir.path, evaluation, request.new_tokens)
     if not math.isfinite(baseline.perplexity.ppl):
         raise QuantforgeError(
             f"baseline perplexity of {source.repo} is {baseline.perplexity.ppl}: check the model"
         )
-
-    results = []
-    for recipe in recipes:
-        target = variant_dir(source, recipe, calibration)
-        reused = is_complete(target)
-        if not reused:
-            quantize_variant_task(baseline_ir, recipe, calibration, target)
-        usage = recorded_usage(target)
-        metrics = measure_model_task(target, evaluation, request.new_tokens)
-        verdict = judge(
-            metrics.perplexity.ppl,
-            baseline.perplexity.ppl,
-            metrics.speed.tokens_per_second if metrics.speed else None,
-            baseline.speed.tokens_per_second if baseline.speed else None,
-            metrics.size_mb,
-            effective_limits(recipe, request.gates),
-        )
-        results.append(
-            VariantResult(
-                recipe=recipe.name,
-                recipe_hash=recipe.content_hash(),
-                identity=variant_identity(recipe, calibration),
-                path=target,
-                reused=reused,
-                quantize_seconds=usage.seconds,
-                quantize_peak_rss_mb=usage.peak_rss_mb,
-                metrics=metrics,
-                ppl_increase_pct=(metrics.perplexity.ppl / baseline.perplexity.ppl - 1) * 100,
-                verdict=verdict,
-            )
-        )
-
-    report = RunReport(
+    lineage = Lineage(
         source_repo=source.repo,
         source_sha=source.sha,
-        toolchain=toolchain(),
         evaluation=request.evaluation,
         evaluation_hash=evaluation.content_hash,
-        eval_tokens=evaluation.tokens,
-        calibration=request.calibration if calibration is not None else None,
         baseline=baseline,
-        export_seconds=baseline_ir.export_seconds,
-        export_reused=baseline_ir.reused,
-        variants=results,
-        best=best_passing(results),
-        pareto_front=pareto_front(results),
-        wall_seconds=time.perf_counter() - started,
     )
-    publish_output_task(report, request.output_dir)
-    return report
+    return baseline_ir, lineage
+
+
+def _judge(metrics: Metrics, baseline: Metrics, recipe: Recipe, request: QuantizeRequest) -> Verdict:
+    return judge(
+        metrics.perplexity.ppl,
+        baseline.perplexity.ppl,
+        metrics.speed.tokens_per_second if metrics.speed else None,
+        baseline.speed.tokens_per_second if baseline.speed else None,
+        metrics.size_mb,
+        effective_limits(recipe, request.gates),
+    )
+
+
+def _reusable(
+    record: RecordedVariant | None, recipe: Recipe, request: QuantizeRequest
+) -> RecordedVariant | None:
+    """A record this run can take as is; its metrics are judged again with this run's gates."""
+    if record is None:
+        return None
+    verdict = _judge(record.metrics, record.lineage.baseline, recipe, request)
+    if verdict.passed and record.model_version is None:  # passes under this run's gates: register it
+        return None
+    return record.model_copy(update={"verdict": verdict})
+
+
+def _reused_result(
+    record: RecordedVariant,
+    recipe: Recipe,
+    request: QuantizeRequest,
+    source: SourceModel,
+    calibration: TokenSet | None,
+) -> VariantResult:
+    local = variant_dir(source, recipe, calibration)
+    if is_complete(local):
+        path = local
+    elif record.model_version is not None:  # made on another host: fetch the registered bytes, verified
+        path = pull_task(f"{record.model_name}/{record.model_version}")
+    else:
+        path = None
+    return VariantResult(
+        recipe=recipe.name,
+        recipe_hash=recipe.content_hash(),
+        identity=record.identity,
+        path=path,
+        reused=True,
+        quantize_seconds=record.quantize_seconds,
+        quantize_peak_rss_mb=record.quantize_peak_rss_mb,
+        metrics=record.metrics,
+        ppl_increase_pct=record.ppl_increase_pct,
+        verdict=record.verdict,
+        model_name=record.model_name,
+        model_version=record.model_version,
+    )
+
+
+def _make_variant(
+    recipe: Recipe,
+    source: SourceModel,
+    baseline_ir: BaselineIR,
+    calibration: TokenSet | None,
+    evaluation: TokenSet,
+    lineage: Lineage,
+    mlflow_run: str,
+    request: QuantizeRequest,
+) -> VariantResult:
+    target = variant_dir(source, recipe, calibration)
+    cached = is_complete(target)
+    if cached:
+        manifest = read_manifest(target)
+    else:
+        manifest = quantize_variant_task(source, baseline_ir, recipe, calibration, target)
+    metrics = measure_model_task(target, evaluation, request.new_tokens)
+    verdict = _judge(metrics, lineage.baseline, recipe, request)
+    increase = (metrics.perplexity.ppl / lineage.baseline.perplexity.ppl - 1) * 100
+    record = record_variant_task(mlflow_run, target, manifest, metrics, increase, verdict, lineage)
+    return VariantResult(
+        recipe=recipe.name,
+        recipe_hash=recipe.content_hash(),
+        identity=record.identity,
+        path=target,
+        reused=cached,
+        quantize_seconds=manifest.quantize.seconds,
+        quantize_peak_rss_mb=manifest.quantize.peak_rss_mb,
+        metrics=metrics,
+        ppl_increase_pct=increase,
+        verdict=verdict,
+        model_name=record.model_name,
+        model_version=record.model_version,
+    )

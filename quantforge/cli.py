@@ -76,6 +76,9 @@ def run(
     allow_pickle: Annotated[
         bool, typer.Option(help="Accept pickled (*.bin) weights when no safetensors.")
     ] = False,
+    promote_best: Annotated[
+        bool, typer.Option(help="Point the `champion` alias at the best passing variant's version.")
+    ] = False,
 ) -> None:
     """Quantize MODEL with every recipe of a set, measure each against the original, and gate them."""
     from tasks.request import QuantizeRequest
@@ -104,6 +107,7 @@ def run(
             output_dir=output,
             trust_remote_code=trust_remote_code,
             allow_pickle=allow_pickle,
+            promote_best=promote_best,
         )
     except ValidationError as error:
         fail(_one_line(error))
@@ -150,6 +154,61 @@ def list_recipes(
     for recipe in recipe_set.recipes:
         fields = recipe.model_dump(exclude={"name", "gate"}, exclude_defaults=True)
         console.print(f"{recipe.name} [dim]{recipe.content_hash()[:12]}[/] {fields}")
+
+
+@app.command()
+def pull(
+    model: Annotated[
+        str,
+        typer.Argument(help="NAME@ALIAS (e.g. smollm2-135m-instruct--int8-asym@champion) or NAME/VERSION."),
+    ],
+    dest: Annotated[Path | None, typer.Option(help="Install here (default: the data directory).")] = None,
+    source: Annotated[
+        str,
+        typer.Option("--from", help="Download from `mlflow` (artifact store) or `hub` (recorded commit)."),
+    ] = "mlflow",
+) -> None:
+    """Install a registered variant, every file checked against its manifest; print its path."""
+    from registry.pull import pull as pull_variant
+
+    if source not in ("mlflow", "hub"):
+        fail(f"`--from`: must be mlflow or hub (got {source!r})")
+    try:
+        path = pull_variant(model, dest, source)
+    except QuantforgeError as error:
+        fail(str(error))
+    print(path)
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int, typer.Argument(help="Model version to point the alias at.")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+) -> None:
+    """Point ALIAS at VERSION of NAME (refused for archived or failed versions)."""
+    from registry.aliases import promote as promote_version
+
+    try:
+        promote_version(name, version, alias)
+    except QuantforgeError as error:
+        fail(str(error))
+    console.print(f"{name}@{alias} → version {version}")
+
+
+@app.command()
+def archive(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[int, typer.Argument(help="Model version to archive.")],
+) -> None:
+    """Archive VERSION of NAME: its aliases are removed and it can no longer be pulled or promoted."""
+    from registry.aliases import archive as archive_version
+
+    try:
+        archive_version(name, version)
+    except QuantforgeError as error:
+        fail(str(error))
+    console.print(f"{name} version {version} archived")
 
 
 @app.command("bundled-model")

@@ -2,6 +2,7 @@
 
 import hashlib
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,7 @@ class Metrics(BaseModel):
     speed: Speed | None
     size_mb: float
     weights: WeightShares
+    seconds: float = 0.0  # wall time of the whole measurement
 
 
 def measure_model(model_dir: Path, windows: TokenSet, new_tokens: int | None) -> Metrics:
@@ -150,12 +152,14 @@ def measure_model(model_dir: Path, windows: TokenSet, new_tokens: int | None) ->
     cache = data_dir() / "metrics" / f"{key}.json"
     if cache.exists():
         return Metrics.model_validate_json(cache.read_text())
+    started = time.perf_counter()
     metrics = Metrics(
         perplexity=perplexity(model_dir, windows),
         speed=decode_speed(model_dir, new_tokens) if new_tokens else None,
         size_mb=size_mb(model_dir),
         weights=weight_shares(model_dir),
     )
+    metrics.seconds = time.perf_counter() - started
     write_json(cache, metrics.model_dump(mode="json"))
     return metrics
 

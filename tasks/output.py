@@ -40,7 +40,8 @@ def publish_output(report: RunReport, output_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=output_dir))
     try:
         for variant in report.variants:
-            _link_tree(variant.path, staging / "variants" / variant.recipe)
+            if variant.path is not None:
+                _link_tree(variant.path, staging / "variants" / variant.recipe)
         write_report(report, staging)
         if final.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=output_dir))

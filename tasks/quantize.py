@@ -1,7 +1,6 @@
 """quantize: a fresh read of the baseline IR, compressed by nncf as the recipe says, saved self-contained."""
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -11,15 +10,14 @@ from prefect.cache_policies import NO_CACHE
 
 from quantforge.atomic import atomic_dir, write_json
 from quantforge.errors import QuantforgeError
+from quantforge.manifest import MANIFEST_FILE, Manifest, QuantizeUsage, file_entries
 from quantforge.paths import data_dir
 from tasks.datasets import TokenSet
 from tasks.export import IR_BIN, IR_XML, BaselineIR
 from tasks.fetch import SourceModel
 from tasks.recipes import Recipe, nncf_call, to_optimum_config
-from tasks.resources import StepUsage, measure
-from tasks.toolchain import toolchain_hash
-
-QUANTIZE_USAGE_FILE = "quantforge_quantize.json"
+from tasks.resources import measure
+from tasks.toolchain import toolchain, toolchain_hash
 
 
 def _calibration_dataset(model, samples: TokenSet):
@@ -55,27 +53,36 @@ def variant_identity(recipe: Recipe, calibration: TokenSet | None) -> str:
 
 
 def is_complete(target: Path) -> bool:
-    """A variant directory is complete once renamed into place with its IR and usage record."""
-    return all((target / name).exists() for name in (IR_XML, IR_BIN, QUANTIZE_USAGE_FILE))
+    """A variant directory is complete once renamed into place with its IR and manifest."""
+    return all((target / name).exists() for name in (IR_XML, IR_BIN, MANIFEST_FILE))
 
 
 def quantize_variant(
-    baseline: BaselineIR, recipe: Recipe, calibration: TokenSet | None, target: Path
-) -> StepUsage:
-    """Write the variant directory at `target` atomically; return the step's wall time and peak RSS."""
+    source: SourceModel, baseline: BaselineIR, recipe: Recipe, calibration: TokenSet | None, target: Path
+) -> Manifest:
+    """Write the variant directory and its manifest at `target` atomically."""
     if recipe.data_aware and calibration is None:
         raise QuantforgeError(f"recipe {recipe.name!r} is data-aware and needs `calibration` data")
     needs_bytes = (baseline.path / IR_BIN).stat().st_size  # a compressed copy is never larger
     with atomic_dir(target, needs_bytes) as tmp:
         with measure() as usage:
             _compress(baseline.path, recipe, calibration, tmp)
-        write_json(tmp / QUANTIZE_USAGE_FILE, {"seconds": usage.seconds, "peak_rss_mb": usage.peak_rss_mb})
-    return usage
-
-
-def recorded_usage(variant_dir: Path) -> StepUsage:
-    """The wall time and peak RSS recorded when the variant was made."""
-    return StepUsage(**json.loads((variant_dir / QUANTIZE_USAGE_FILE).read_text()))
+        uses_calibration = recipe.data_aware and calibration is not None
+        manifest = Manifest(
+            source_repo=source.repo,
+            source_sha=source.sha,
+            recipe_name=recipe.name,
+            recipe=recipe.model_dump(mode="json"),
+            recipe_hash=recipe.content_hash(),
+            variant_identity=variant_identity(recipe, calibration),
+            toolchain=toolchain(),
+            calibration=calibration.spec if uses_calibration else None,
+            calibration_hash=calibration.content_hash if uses_calibration else None,
+            quantize=QuantizeUsage(seconds=usage.seconds, peak_rss_mb=usage.peak_rss_mb),
+            files=file_entries(tmp),
+        )
+        write_json(tmp / MANIFEST_FILE, manifest.model_dump(mode="json"))
+    return manifest
 
 
 def _compress(baseline_dir: Path, recipe: Recipe, calibration: TokenSet | None, out: Path) -> None:

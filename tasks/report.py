@@ -15,14 +15,16 @@ class VariantResult(BaseModel):
 
     recipe: str
     recipe_hash: str
-    identity: str
-    path: Path
-    reused: bool  # True when the variant came from the cache and no quantization ran
+    identity: str  # registry identity: source repo, source sha, recipe, toolchain, calibration
+    path: Path | None  # the variant's files on this host (None: failed earlier, made elsewhere)
+    reused: bool  # True when no quantization ran in this run (registry record or local cache)
     quantize_seconds: float
     quantize_peak_rss_mb: float
     metrics: Metrics
     ppl_increase_pct: float
     verdict: Verdict
+    model_name: str | None = None  # the MLflow registered model, when it passed
+    model_version: int | None = None
 
 
 class RunReport(BaseModel):
@@ -37,7 +39,8 @@ class RunReport(BaseModel):
     calibration: str | None
     baseline: Metrics
     export_seconds: float
-    export_reused: bool
+    export_reused: bool  # True when no export ran in this run
+    mlflow_run_id: str
     variants: list[VariantResult]
     best: str | None
     pareto_front: list[str]
@@ -72,7 +75,9 @@ def best_passing(results: list[VariantResult]) -> str | None:
 def table_rows(report: RunReport) -> list[dict[str, str]]:
     """One row per model (baseline first) with the figures users compare."""
 
-    def row(name: str, metrics: Metrics, delta: str, verdict: str, quantize: str) -> dict[str, str]:
+    def row(
+        name: str, metrics: Metrics, delta: str, verdict: str, quantize: str, registry: str
+    ) -> dict[str, str]:
         speed = metrics.speed
         return {
             "variant": name,
@@ -84,16 +89,18 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
             "TTFT ms": f"{speed.ttft_ms:.0f}" if speed else "-",
             "quantize": quantize,
             "verdict": verdict,
+            "registry": registry,
         }
 
     export = "reused" if report.export_reused else f"export {report.export_seconds:.0f} s"
-    rows = [row("baseline", report.baseline, "-", "-", export)]
+    rows = [row("baseline", report.baseline, "-", "-", export, "-")]
     for r in report.variants:
         quantize = (
             "reused" if r.reused else f"{r.quantize_seconds:.0f} s, {r.quantize_peak_rss_mb / 1024:.2f} GiB"
         )
         verdict = ("PASS" if r.verdict.passed else "FAIL") + (" (best)" if r.recipe == report.best else "")
-        rows.append(row(r.recipe, r.metrics, f"{r.ppl_increase_pct:+.2f} %", verdict, quantize))
+        registry = f"v{r.model_version}" if r.model_version is not None else "-"
+        rows.append(row(r.recipe, r.metrics, f"{r.ppl_increase_pct:+.2f} %", verdict, quantize, registry))
     return rows
 
 
@@ -114,6 +121,13 @@ def markdown(report: RunReport) -> str:
         "",
         "## Gate reasons",
         *(f"- **{r.recipe}**: " + "; ".join(r.verdict.reasons) for r in report.variants),
+        "",
+        "## Registered in MLflow",
+        *(
+            f"- **{r.recipe}**: `{r.model_name}` version {r.model_version}"
+            for r in report.variants
+            if r.model_version is not None
+        ),
     ]
     return "\n".join(lines) + "\n"
 

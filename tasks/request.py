@@ -34,6 +34,9 @@ class QuantizeRequest(BaseModel):
     output_dir: Path = Path("quantforge-output")
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    promote_best: bool = Field(
+        default=False, description="point the `champion` alias at the best passing variant's version"
+    )
 
     @model_validator(mode="after")
     def _check_recipes(self) -> "QuantizeRequest":

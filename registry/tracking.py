@@ -1,0 +1,53 @@
+"""Which MLflow quantforge talks to: `MLFLOW_TRACKING_URI`, or a sqlite database in the data directory."""
+
+import os
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from quantforge.paths import data_dir
+
+EXPERIMENT = "quantforge"
+# MLflow's own default retries an unreachable server 7 times with factor-2 backoff (over 4 minutes);
+# a flow should fail clearly within seconds instead. Users can still set these variables themselves.
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` when set, else the embedded sqlite database."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{_embedded_root() / 'mlflow.db'}"
+
+
+def _embedded_root() -> Path:
+    return data_dir() / "mlflow"
+
+
+def mlflow_client() -> MlflowClient:
+    """A client for `tracking_uri()` (credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD)."""
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        _embedded_root().mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(client: MlflowClient) -> str:
+    """The `quantforge` experiment, created on first use (artifacts beside the embedded database)."""
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    # A server decides its own artifact store; the embedded database keeps artifacts in the data dir
+    # (MLflow would otherwise write ./mlruns into whatever folder the user ran from).
+    location = None if _is_remote(client) else (_embedded_root() / "artifacts").as_uri()
+    try:
+        return client.create_experiment(EXPERIMENT, artifact_location=location)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":  # else another run created it just now
+            raise
+        return client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+def _is_remote(client: MlflowClient) -> bool:
+    return client.tracking_uri.startswith(("http://", "https://", "databricks"))

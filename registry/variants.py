@@ -1,0 +1,264 @@
+"""Recording variants in MLflow: one run per flow run, one nested run per variant, versions for passes.
+
+A variant's identity is (source repo, source sha, variant identity), the last being the hash of the
+recipe, the toolchain and, for data-aware recipes, the calibration token ids. A FINISHED nested run
+tagged with that identity means the variant was made, measured and judged; if it passed, its run also
+names the model version that holds its files. The flow asks `lookup` before doing any work.
+"""
+
+import contextlib
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from quantforge.manifest import MANIFEST_FILE, Manifest, sha256_file
+from registry.tracking import experiment_id, mlflow_client
+from tasks.evaluate import Metrics
+from tasks.gate import Verdict
+
+CANDIDATE_ALIAS = "candidate"
+TAG = "quantforge."  # prefix of every tag quantforge writes
+
+
+class Lineage(BaseModel):
+    """What a flow run measured against: the same for every variant of the run."""
+
+    source_repo: str
+    source_sha: str
+    evaluation: str
+    evaluation_hash: str
+    baseline: Metrics
+
+
+class RecordedVariant(BaseModel):
+    """A variant already made, measured and judged by an earlier flow run."""
+
+    identity: str
+    run_id: str
+    recipe_name: str
+    metrics: Metrics
+    ppl_increase_pct: float
+    verdict: Verdict
+    lineage: Lineage
+    quantize_seconds: float
+    quantize_peak_rss_mb: float
+    model_name: str | None  # set when it passed and was registered
+    model_version: int | None
+
+
+def identity_key(source_repo: str, source_sha: str, variant_identity: str) -> str:
+    """One string naming the variant everywhere (MLflow tags, Hub tags, locks)."""
+    return hashlib.sha256(f"{source_repo}@{source_sha}/{variant_identity}".encode()).hexdigest()
+
+
+def registered_model_name(source_repo: str, recipe_name: str) -> str:
+    """`smollm2-135m-instruct--int4-awq-se`: one registered model per (source model, recipe)."""
+    model = source_repo.split(":", 1)[-1].rsplit("/", 1)[-1].lower()
+    return f"{re.sub(r'[^a-z0-9._-]+', '-', model)}--{recipe_name}"
+
+
+def lookup(identity: str, evaluation_hash: str) -> RecordedVariant | None:
+    """The earliest completed record of this identity measured on this evaluation text, if any."""
+    client = mlflow_client()
+    runs = client.search_runs(
+        [experiment_id(client)],
+        f"tags.`{TAG}identity` = '{identity}' and tags.`{TAG}evaluation_hash` = '{evaluation_hash}' "
+        "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    tags = runs[0].data.tags
+    version = tags.get(f"{TAG}model_version")
+    return RecordedVariant(
+        identity=identity,
+        run_id=runs[0].info.run_id,
+        recipe_name=tags[f"{TAG}recipe"],
+        metrics=Metrics.model_validate_json(tags[f"{TAG}metrics"]),
+        ppl_increase_pct=float(tags[f"{TAG}ppl_increase_pct"]),
+        verdict=Verdict.model_validate_json(tags[f"{TAG}verdict"]),
+        lineage=Lineage.model_validate_json(tags[f"{TAG}lineage"]),
+        quantize_seconds=runs[0].data.metrics.get("quantize_seconds", 0.0),
+        quantize_peak_rss_mb=runs[0].data.metrics.get("quantize_peak_rss_mb", 0.0),
+        model_name=tags.get(f"{TAG}model_name"),
+        model_version=int(version) if version else None,
+    )
+
+
+def start_flow_run(source_repo: str, source_sha: str) -> str:
+    """The parent run of one flow run."""
+    client = mlflow_client()
+    tags = {
+        "mlflow.runName": f"{source_repo}@{source_sha[:12]}",
+        f"{TAG}source_repo": source_repo,
+        f"{TAG}source_sha": source_sha,
+    }
+    flow_run_id = _prefect_flow_run_id()
+    if flow_run_id:
+        tags[f"{TAG}prefect_flow_run_id"] = flow_run_id
+    return client.create_run(experiment_id(client), tags=tags).info.run_id
+
+
+def finish_flow_run(run_id: str, report_folder: Path | None, status: str) -> None:
+    """Attach the report (JSON, markdown, plot) and close the parent run."""
+    client = mlflow_client()
+    if report_folder is not None:
+        for name in ("report.json", "report.md", "pareto.png"):
+            client.log_artifact(run_id, str(report_folder / name))
+    client.set_terminated(run_id, status)
+
+
+def record_variant(
+    parent_run_id: str,
+    variant_dir: Path,
+    manifest: Manifest,
+    metrics: Metrics,
+    ppl_increase_pct: float,
+    verdict: Verdict,
+    lineage: Lineage,
+) -> RecordedVariant:
+    """Log one judged variant as a nested run; register it as a model version when it passed.
+
+    The run only becomes FINISHED (and so visible to `lookup`) after everything else succeeded.
+    """
+    identity = identity_key(manifest.source_repo, manifest.source_sha, manifest.variant_identity)
+    tags = {
+        "mlflow.parentRunId": parent_run_id,
+        "mlflow.runName": manifest.recipe_name,
+        f"{TAG}identity": identity,
+        f"{TAG}recipe": manifest.recipe_name,
+        f"{TAG}recipe_hash": manifest.recipe_hash,
+        f"{TAG}variant_identity": manifest.variant_identity,
+        f"{TAG}source_repo": manifest.source_repo,
+        f"{TAG}source_sha": manifest.source_sha,
+        f"{TAG}calibration": manifest.calibration or "",
+        f"{TAG}calibration_hash": manifest.calibration_hash or "",
+        f"{TAG}evaluation": lineage.evaluation,
+        f"{TAG}evaluation_hash": lineage.evaluation_hash,
+        f"{TAG}passed": str(verdict.passed).lower(),
+        f"{TAG}reasons": "; ".join(verdict.reasons),
+        f"{TAG}verdict": verdict.model_dump_json(),
+        f"{TAG}metrics": metrics.model_dump_json(),
+        f"{TAG}ppl_increase_pct": repr(ppl_increase_pct),
+        f"{TAG}lineage": lineage.model_dump_json(),
+        **{f"{TAG}toolchain.{name}": version for name, version in manifest.toolchain.items()},
+    }
+    client = mlflow_client()
+    run_id = client.create_run(experiment_id(client), tags=tags).info.run_id
+    try:
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(k, v, 0, 0) for k, v in _metric_values(metrics, ppl_increase_pct, manifest, lineage)
+            ],
+            params=[
+                Param(k, json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in manifest.recipe.items()
+            ],
+        )
+        if verdict.passed:
+            client.log_artifacts(run_id, str(variant_dir), "variant")
+            name = registered_model_name(manifest.source_repo, manifest.recipe_name)
+            manifest_sha256 = sha256_file(variant_dir / MANIFEST_FILE)  # the pull's root of trust
+            version = _register_version(client, name, run_id, identity, manifest, manifest_sha256, verdict)
+            client.log_batch(
+                run_id,
+                tags=[RunTag(f"{TAG}model_name", name), RunTag(f"{TAG}model_version", str(version))],
+            )
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        with contextlib.suppress(Exception):  # the server may be what failed: keep the first error
+            client.set_terminated(run_id, "FAILED")
+        raise
+    return lookup(identity, lineage.evaluation_hash)
+
+
+def _register_version(
+    client: MlflowClient,
+    name: str,
+    run_id: str,
+    identity: str,
+    manifest: Manifest,
+    manifest_sha256: str,
+    verdict: Verdict,
+) -> int:
+    """Create the model version; when a concurrent run registered the same identity, keep one.
+
+    MLflow has no uniqueness on tags, so both writers create, then read back: the lowest version of
+    the identity wins, the others delete their own. Every writer reads after its own create, so the
+    later writer always sees the earlier one and exactly one version survives.
+    """
+    try:
+        client.create_registered_model(
+            name, description=f"{manifest.source_repo}, recipe {manifest.recipe_name}"
+        )
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version_tags = {
+        f"{TAG}identity": identity,
+        f"{TAG}source_repo": manifest.source_repo,
+        f"{TAG}source_sha": manifest.source_sha,
+        f"{TAG}recipe_hash": manifest.recipe_hash,
+        f"{TAG}variant_identity": manifest.variant_identity,
+        f"{TAG}passed": str(verdict.passed).lower(),
+        f"{TAG}reasons": "; ".join(verdict.reasons),
+        f"{TAG}published": "false",
+        f"{TAG}manifest_sha256": manifest_sha256,
+        **{f"{TAG}toolchain.{pkg}": v for pkg, v in manifest.toolchain.items()},
+    }
+    artifact_uri = client.get_run(run_id).info.artifact_uri
+    mine = client.create_model_version(
+        name, source=f"{artifact_uri}/variant", run_id=run_id, tags=version_tags
+    )
+    same = client.search_model_versions(f"name = '{name}' and tags.`{TAG}identity` = '{identity}'")
+    winner = min(int(v.version) for v in same)
+    if int(mine.version) != winner:
+        client.delete_model_version(name, mine.version)
+        return winner
+    client.set_registered_model_alias(name, CANDIDATE_ALIAS, mine.version)
+    return winner
+
+
+def _metric_values(
+    metrics: Metrics, ppl_increase_pct: float, manifest: Manifest, lineage: Lineage
+) -> list[tuple[str, float]]:
+    values = [
+        ("ppl", metrics.perplexity.ppl),
+        ("ppl_increase_pct", ppl_increase_pct),
+        ("baseline_ppl", lineage.baseline.perplexity.ppl),
+        ("size_mb", metrics.size_mb),
+        ("baseline_size_mb", lineage.baseline.size_mb),
+        ("share_int4", metrics.weights.int4),
+        ("share_int8", metrics.weights.int8),
+        ("share_float", metrics.weights.float),
+        ("quantize_seconds", manifest.quantize.seconds),
+        ("quantize_peak_rss_mb", manifest.quantize.peak_rss_mb),
+        ("evaluate_seconds", metrics.seconds),
+    ]
+    if metrics.speed:
+        values += [("tokens_per_second", metrics.speed.tokens_per_second), ("ttft_ms", metrics.speed.ttft_ms)]
+    if lineage.baseline.speed:
+        values.append(("baseline_tokens_per_second", lineage.baseline.speed.tokens_per_second))
+    return values
+
+
+def _prefect_flow_run_id() -> str | None:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return str(context.flow_run.id) if context and context.flow_run else None
+
+
+# MLflow's client retries HTTP itself (see registry.tracking); Prefect must not replay half a registration.
+lookup_task = task(lookup, name="registry-lookup", cache_policy=NO_CACHE)
+record_variant_task = task(record_variant, name="register", cache_policy=NO_CACHE)
+start_flow_run_task = task(start_flow_run, name="mlflow-run", cache_policy=NO_CACHE)
