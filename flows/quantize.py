@@ -21,6 +21,8 @@ from registry.variants import (
     finish_flow_run,
     identity_key,
     lookup_task,
+    publication,
+    record_publication_task,
     record_variant_task,
     start_flow_run_task,
 )
@@ -29,7 +31,9 @@ from tasks.evaluate import Metrics, measure_model_task
 from tasks.export import BaselineIR, export_baseline_task
 from tasks.fetch import SourceModel, fetch_source_task
 from tasks.gate import Verdict, effective_limits, judge
+from tasks.model_card import model_card
 from tasks.output import check_writable, publish_output_task
+from tasks.publish import hub_repo_id, publish_variant_task
 from tasks.quantize import is_complete, quantize_variant_task, variant_dir, variant_identity
 from tasks.recipes import Recipe
 from tasks.report import RunReport, VariantResult, best_passing, pareto_front
@@ -90,6 +94,9 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
                     )
                 )
         baseline = lineage or next(iter(reusable.values())).lineage
+        publish_failures = []
+        if request.hub_namespace:
+            publish_failures = _publish(results, baseline.baseline, request)
         report = RunReport(
             source_repo=source.repo,
             source_sha=source.sha,
@@ -112,6 +119,11 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
             promote_task(best.model_name, best.model_version, CHAMPION_ALIAS)
         folder = publish_output_task(report, request.output_dir)
         finish_flow_run(mlflow_run, folder, "FINISHED")
+        if publish_failures:
+            raise QuantforgeError(
+                "not published (the versions stay registered as unpublished; rerun to publish): "
+                + "; ".join(publish_failures)
+            )
     except BaseException:
         with contextlib.suppress(Exception):  # MLflow may be what failed: keep the first error
             finish_flow_run(mlflow_run, None, "FAILED")
@@ -225,3 +237,29 @@ def _make_variant(
         model_name=record.model_name,
         model_version=record.model_version,
     )
+
+
+def _publish(results: list[VariantResult], baseline: Metrics, request: QuantizeRequest) -> list[str]:
+    """Push every registered, unpublished variant; return one line per variant that could not be pushed."""
+    failures = []
+    for result in results:
+        if result.model_version is None:
+            continue
+        published = publication(result.model_name, result.model_version)
+        if published is None:
+            manifest = read_manifest(result.path)
+            repo_id = hub_repo_id(
+                request.hub_repo_template, request.hub_namespace, manifest.source_repo, result.recipe
+            )
+            card = model_card(result, manifest, baseline, request.evaluation, repo_id)
+            try:
+                pushed = publish_variant_task(result.path, manifest, card, repo_id, request.hub_private)
+            except Exception as error:  # after the task's retries: the version stays unpublished
+                failures.append(f"{result.recipe}: {type(error).__name__}: {error}".splitlines()[0])
+                continue
+            record_publication_task(
+                result.model_name, result.model_version, pushed.repo, pushed.commit, pushed.tag
+            )
+            published = pushed.repo, pushed.commit
+        result.hub_repo, result.hub_commit = published
+    return failures

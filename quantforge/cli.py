@@ -26,6 +26,14 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def registry_error(error: Exception) -> str:
+    """One line for an MLflow failure, naming the server without credentials."""
+    from registry.tracking import redacted_tracking_uri
+
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"MLflow at {redacted_tracking_uri()} failed: {detail[:300]}"
+
+
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "request"
@@ -76,6 +84,16 @@ def run(
     allow_pickle: Annotated[
         bool, typer.Option(help="Accept pickled (*.bin) weights when no safetensors.")
     ] = False,
+    hub_namespace: Annotated[
+        str | None,
+        typer.Option(
+            help="Publish passing variants to the Hub (HF_ENDPOINT, token HF_TOKEN) under this namespace."
+        ),
+    ] = None,
+    private: Annotated[bool, typer.Option(help="Create the Hub repos private.")] = False,
+    hub_repo_template: Annotated[
+        str, typer.Option(help="Hub repo of each variant; fields {namespace}, {source}, {recipe}.")
+    ] = "{namespace}/{source}-{recipe}-ov",
     promote_best: Annotated[
         bool, typer.Option(help="Point the `champion` alias at the best passing variant's version.")
     ] = False,
@@ -107,12 +125,17 @@ def run(
             output_dir=output,
             trust_remote_code=trust_remote_code,
             allow_pickle=allow_pickle,
+            hub_namespace=hub_namespace,
+            hub_private=private,
+            hub_repo_template=hub_repo_template,
             promote_best=promote_best,
         )
     except ValidationError as error:
         fail(_one_line(error))
     except QuantforgeError as error:
         fail(str(error))
+    from mlflow.exceptions import MlflowException
+
     from flows.quantize import quantize_flow
     from tasks.report import table_rows
 
@@ -120,6 +143,8 @@ def run(
         report = quantize_flow(request)
     except QuantforgeError as error:
         fail(str(error))
+    except MlflowException as error:
+        fail(registry_error(error))
     rows = table_rows(report)
     table = Table(title=f"{report.source_repo}@{report.source_sha[:12]}")
     for column in rows[0]:
@@ -169,6 +194,8 @@ def pull(
     ] = "mlflow",
 ) -> None:
     """Install a registered variant, every file checked against its manifest; print its path."""
+    from mlflow.exceptions import MlflowException
+
     from registry.pull import pull as pull_variant
 
     if source not in ("mlflow", "hub"):
@@ -177,6 +204,8 @@ def pull(
         path = pull_variant(model, dest, source)
     except QuantforgeError as error:
         fail(str(error))
+    except MlflowException as error:
+        fail(registry_error(error))
     print(path)
 
 
@@ -187,12 +216,16 @@ def promote(
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
 ) -> None:
     """Point ALIAS at VERSION of NAME (refused for archived or failed versions)."""
+    from mlflow.exceptions import MlflowException
+
     from registry.aliases import promote as promote_version
 
     try:
         promote_version(name, version, alias)
     except QuantforgeError as error:
         fail(str(error))
+    except MlflowException as error:
+        fail(registry_error(error))
     console.print(f"{name}@{alias} → version {version}")
 
 
@@ -202,12 +235,16 @@ def archive(
     version: Annotated[int, typer.Argument(help="Model version to archive.")],
 ) -> None:
     """Archive VERSION of NAME: its aliases are removed and it can no longer be pulled or promoted."""
+    from mlflow.exceptions import MlflowException
+
     from registry.aliases import archive as archive_version
 
     try:
         archive_version(name, version)
     except QuantforgeError as error:
         fail(str(error))
+    except MlflowException as error:
+        fail(registry_error(error))
     console.print(f"{name} version {version} archived")
 
 

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from quantforge.atomic import atomic_dir
 from quantforge.errors import QuantforgeError
+from quantforge.hub import hub_endpoint
 from quantforge.manifest import MANIFEST_FILE, Manifest, read_manifest, sha256_file, verify
 from quantforge.paths import data_dir
 from registry.aliases import resolve_version
@@ -102,8 +103,8 @@ def _download_from_hub(version: ModelVersion, file: str | None, into: Path, file
     if not (repo and commit):
         raise QuantforgeError(f"`from`: {version.name}/{version.version} was never published to the Hub")
     if file:
-        return Path(hf_hub_download(repo, file, revision=commit, local_dir=into))
-    snapshot_download(repo, revision=commit, local_dir=into, allow_patterns=files)
+        return Path(hf_hub_download(repo, file, revision=commit, local_dir=into, endpoint=hub_endpoint()))
+    snapshot_download(repo, revision=commit, local_dir=into, allow_patterns=files, endpoint=hub_endpoint())
     shutil.rmtree(into / ".cache", ignore_errors=True)  # huggingface_hub's local-dir bookkeeping
     return into
 

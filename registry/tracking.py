@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -17,6 +18,14 @@ HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQU
 def tracking_uri() -> str:
     """`MLFLOW_TRACKING_URI` when set, else the embedded sqlite database."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{_embedded_root() / 'mlflow.db'}"
+
+
+def redacted_tracking_uri() -> str:
+    """`tracking_uri()` without any user:password part, for messages."""
+    parts = urlsplit(tracking_uri())
+    if parts.username or parts.password:
+        parts = parts._replace(netloc=f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else ""))
+    return urlunsplit(parts)
 
 
 def _embedded_root() -> Path:

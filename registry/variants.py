@@ -228,6 +228,21 @@ def _register_version(
     return winner
 
 
+def record_publication(name: str, version: int, repo: str, commit: str, tag: str) -> None:
+    """Mark a model version published at this Hub repo, commit and tag."""
+    client = mlflow_client()
+    for key, value in (("hub_repo", repo), ("hub_commit", commit), ("hub_tag", tag), ("published", "true")):
+        client.set_model_version_tag(name, str(version), f"{TAG}{key}", value)
+
+
+def publication(name: str, version: int) -> tuple[str, str] | None:
+    """(Hub repo, commit) once `record_publication` completed for this version, else None."""
+    tags = mlflow_client().get_model_version(name, str(version)).tags
+    if tags.get(f"{TAG}published") != "true":
+        return None
+    return tags[f"{TAG}hub_repo"], tags[f"{TAG}hub_commit"]
+
+
 def _metric_values(
     metrics: Metrics, ppl_increase_pct: float, manifest: Manifest, lineage: Lineage
 ) -> list[tuple[str, float]]:
@@ -262,3 +277,4 @@ def _prefect_flow_run_id() -> str | None:
 lookup_task = task(lookup, name="registry-lookup", cache_policy=NO_CACHE)
 record_variant_task = task(record_variant, name="register", cache_policy=NO_CACHE)
 start_flow_run_task = task(start_flow_run, name="mlflow-run", cache_policy=NO_CACHE)
+record_publication_task = task(record_publication, name="record-publication", cache_policy=NO_CACHE)

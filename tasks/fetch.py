@@ -3,10 +3,9 @@
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 
-from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
     RepositoryNotFoundError,
@@ -16,6 +15,7 @@ from prefect import task
 from pydantic import BaseModel
 
 from quantforge.errors import QuantforgeError
+from quantforge.hub import hub_api
 from quantforge.retries import only_io_errors
 from tasks.bundled_model import BUNDLED_NAME, BUNDLED_PREFIX, bundled_model_dir
 
@@ -80,7 +80,7 @@ def _from_directory(folder: Path, label: str) -> SourceModel:
 
 
 def _from_hub(repo: str, revision: str, *, allow_pickle: bool) -> SourceModel:
-    api = HfApi(token=os.environ.get("HF_TOKEN") or None)
+    api = hub_api()
     try:
         info = api.model_info(repo, revision=revision, files_metadata=False)
     except GatedRepoError:
@@ -100,7 +100,7 @@ def _from_hub(repo: str, revision: str, *, allow_pickle: bool) -> SourceModel:
         )
         raise QuantforgeError(f"`model`: {repo!r} has no safetensors weights{detail}")
     patterns = NEEDED_FILES + ([f"*{s}" for s in PICKLED_SUFFIXES] if not has_safetensors else [])
-    local = snapshot_download(repo, revision=info.sha, allow_patterns=patterns, token=api.token)
+    local = snapshot_download(repo, revision=info.sha, allow_patterns=patterns, endpoint=api.endpoint)
     return SourceModel(repo=repo, sha=info.sha, local_dir=Path(local))
 
 

@@ -25,6 +25,8 @@ class VariantResult(BaseModel):
     verdict: Verdict
     model_name: str | None = None  # the MLflow registered model, when it passed
     model_version: int | None = None
+    hub_repo: str | None = None  # set once published
+    hub_commit: str | None = None
 
 
 class RunReport(BaseModel):
@@ -125,6 +127,7 @@ def markdown(report: RunReport) -> str:
         "## Registered in MLflow",
         *(
             f"- **{r.recipe}**: `{r.model_name}` version {r.model_version}"
+            + (f", Hub `{r.hub_repo}` commit `{r.hub_commit[:12]}`" if r.hub_repo else "")
             for r in report.variants
             if r.model_version is not None
         ),

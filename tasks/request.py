@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from quantforge.errors import QuantforgeError
 from tasks.gate import GateLimits
+from tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id
 from tasks.recipes import Recipe, load_recipe_set
 
 
@@ -34,6 +35,13 @@ class QuantizeRequest(BaseModel):
     output_dir: Path = Path("quantforge-output")
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    hub_namespace: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="publish passing variants to the Hub under this user or organisation",
+    )
+    hub_private: bool = Field(default=False, description="create the Hub repos private")
+    hub_repo_template: str = Field(default=DEFAULT_REPO_TEMPLATE, description="Hub repo name of each variant")
     promote_best: bool = Field(
         default=False, description="point the `champion` alias at the best passing variant's version"
     )
@@ -47,6 +55,14 @@ class QuantizeRequest(BaseModel):
                 f"`calibration` is required by data-aware recipes: {', '.join(needing_data)} "
                 "(pass --calibration wikitext2, c4 or a text file)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_hub_repo_template(self) -> "QuantizeRequest":
+        try:
+            hub_repo_id(self.hub_repo_template, self.hub_namespace or "namespace", "org/model", "recipe")
+        except QuantforgeError as error:
+            raise ValueError(str(error).split(": ", 1)[1]) from None
         return self
 
     def selected_recipes(self) -> list[Recipe]:

@@ -1,6 +1,8 @@
 """Shared fixtures: one data directory per test session, the bundled model, the Prefect test harness."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,12 +14,24 @@ CALIBRATION_TEXT = LICENSES / "GPL-2"
 EVALUATION_TEXT = LICENSES / "GPL-3"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Hub client settings are read when huggingface_hub is imported, so set them before collection."""
+    os.environ.setdefault("HF_HUB_DISABLE_XET", "1")  # the local Hub endpoint speaks plain LFS
+    if "HF_HOME" not in os.environ:  # a Hub cache of this session only, removed at the end
+        config.hf_home = tempfile.mkdtemp(prefix="quantforge-test-hf-home-")
+        os.environ["HF_HOME"] = config.hf_home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if getattr(config, "hf_home", None):
+        shutil.rmtree(config.hf_home, ignore_errors=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def quantforge_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every cache of this session in one fresh folder (QUANTFORGE_HOME)."""
     home = Path(os.environ.get("QUANTFORGE_TEST_HOME") or tmp_path_factory.mktemp("quantforge-home"))
     os.environ["QUANTFORGE_HOME"] = str(home)
-    os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
     return home
 
 

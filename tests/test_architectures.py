@@ -1,7 +1,5 @@
 """The reference articles' other architectures (Phi-2, Mistral, Qwen2) as tiny random-weight models."""
 
-import shutil
-
 import pytest
 
 from tasks.datasets import evaluation_windows
@@ -11,38 +9,21 @@ from tasks.fetch import fetch_source
 from tasks.quantize import quantize_variant
 from tasks.recipes import Recipe
 from tests.conftest import EVALUATION_TEXT
+from tests.models import tiny_model
 
 pytestmark = pytest.mark.model
-
-TINY = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 49152,
-    "max_position_embeddings": 512,
-}
 
 
 @pytest.mark.parametrize("architecture", ["phi", "mistral", "qwen2"])
 def test_tiny_model_exports_quantizes_and_scores(architecture, bundled_model, tmp_path):
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    torch.manual_seed(0)
     # Phi-2 has no grouped-query attention: as many key/value heads as query heads.
     overrides = {"num_key_value_heads": 4} if architecture == "phi" else {}
-    config = AutoConfig.for_model(architecture, **{**TINY, **overrides})
-    model_dir = tmp_path / architecture
-    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(bundled_model / name, model_dir / name)
+    model_dir = tiny_model(architecture, tmp_path / architecture, bundled_model, **overrides)
 
     source = fetch_source(str(model_dir))
     baseline = export_baseline(source, "fp16")
     variant = tmp_path / "int8"
-    quantize_variant(baseline, Recipe(name="int8", bits=8), None, variant)
+    quantize_variant(source, baseline, Recipe(name="int8", bits=8), None, variant)
     windows = evaluation_windows(str(EVALUATION_TEXT), source.local_dir, 128, 2)
     base_ppl = perplexity(baseline.path, windows).ppl
     # Random weights: perplexity near the vocabulary size, and INT8 barely moves it.

@@ -1,10 +1,8 @@
 """Failures mid-run: a full disk during export, and a model whose perplexity is not finite."""
 
-import shutil
 import subprocess
 
 import pytest
-import torch
 
 from flows.quantize import quantize_flow
 from quantforge.atomic import atomic_dir
@@ -13,6 +11,7 @@ from tasks.export import export_baseline
 from tasks.fetch import fetch_source
 from tasks.request import QuantizeRequest
 from tests.conftest import EVALUATION_TEXT
+from tests.models import tiny_model
 
 pytestmark = pytest.mark.model
 
@@ -50,24 +49,13 @@ def test_disk_that_fills_mid_write_is_clear_and_leaves_nothing(small_disk):
 
 
 def test_non_finite_baseline_perplexity_fails_the_run(bundled_model, prefect_harness, tmp_path):
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from safetensors.torch import load_file, save_file
 
-    config = AutoConfig.for_model(
-        "llama",
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=49152,
-    )
-    model = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        model.model.norm.weight.fill_(float("nan"))
-    model_dir = tmp_path / "broken"
-    model.save_pretrained(model_dir, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(bundled_model / name, model_dir / name)
+    model_dir = tiny_model("llama", tmp_path / "broken", bundled_model)
+    weights = model_dir / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["model.norm.weight"].fill_(float("nan"))
+    save_file(tensors, weights, metadata={"format": "pt"})
     output = tmp_path / "out"
     request = QuantizeRequest(
         model=str(model_dir),

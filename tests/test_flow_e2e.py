@@ -1,10 +1,13 @@
 """The default sweep end to end on the bundled model, through Prefect, then a rerun that reuses it all."""
 
+import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
 from flows.quantize import quantize_flow
+from registry.tracking import mlflow_client
 from tasks.request import QuantizeRequest
 from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT
 
@@ -27,7 +30,31 @@ def sweep(bundled_model, prefect_harness, tmp_path_factory):
         output_dir=output,
     )
     first = quantize_flow(request)
-    return first, quantize_flow(request), output
+    versions_after_first = _all_versions()
+    rerun = quantize_flow(request)
+    assert _all_versions() == versions_after_first  # the rerun registered nothing new
+    return first, rerun, output
+
+
+def _all_versions() -> list[tuple[str, str]]:
+    return sorted((v.name, str(v.version)) for v in mlflow_client().search_model_versions())
+
+
+def _task_names(mlflow_run_id: str) -> list[str]:
+    """Names of the Prefect task runs of the flow run that wrote this MLflow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_run_id = mlflow_client().get_run(mlflow_run_id).data.tags["quantforge.prefect_flow_run_id"]
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            task_runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            return [t.name.rsplit("-", 1)[0] for t in task_runs]
+
+    return asyncio.run(read())
 
 
 def by_name(report):
@@ -99,8 +126,32 @@ def test_variants_load_in_openvino_genai_and_optimum(sweep, recipe):
     assert ids.shape[1] > 5
 
 
-def test_rerun_reuses_every_variant_and_the_export(sweep):
+def test_passing_variants_are_registered_with_lineage_and_failures_are_not(sweep):
+    first, _, _ = sweep
+    client = mlflow_client()
+    for result in first.variants:
+        if not result.verdict.passed:
+            assert result.model_version is None
+            continue
+        version = client.get_model_version(result.model_name, result.model_version)
+        assert result.model_name == f"smollm2-135m-instruct--{result.recipe}"
+        assert version.tags["quantforge.source_sha"] == first.source_sha
+        assert version.tags["quantforge.recipe_hash"] == result.recipe_hash
+        manifest = json.loads((Path(version.source.removeprefix("file://")) / "manifest.json").read_text())
+        assert manifest["source_repo"] == "bundled:SmolLM2-135M-Instruct"
+        assert manifest["files"]["openvino_model.bin"]["size"] > 50 * 2**20
+    assert any(r.model_version for r in first.variants) and any(
+        r.model_version is None for r in first.variants
+    )
+
+
+def test_rerun_does_no_export_quantization_or_evaluation(sweep):
     first, rerun, _ = sweep
     assert rerun.export_reused and all(v.reused for v in rerun.variants)
     assert {v.recipe: v.identity for v in rerun.variants} == {v.recipe: v.identity for v in first.variants}
-    assert rerun.wall_seconds < first.wall_seconds / 3
+    assert {v.recipe: v.model_version for v in rerun.variants} == {
+        v.recipe: v.model_version for v in first.variants
+    }
+    assert {"quantize", "evaluate", "export"} <= set(_task_names(first.mlflow_run_id))
+    assert not {"quantize", "evaluate", "export"} & set(_task_names(rerun.mlflow_run_id))
+    assert rerun.wall_seconds < first.wall_seconds / 10
