@@ -29,7 +29,7 @@ from registry.variants import (
 from tasks.datasets import TokenSet, calibration_samples_task, evaluation_windows_task
 from tasks.evaluate import Metrics, measure_model_task
 from tasks.export import BaselineIR, export_baseline_task
-from tasks.fetch import SourceModel, fetch_source_task
+from tasks.fetch import SourceModel, fetch_source_task, parameter_count
 from tasks.gate import Verdict, effective_limits, judge
 from tasks.model_card import model_card
 from tasks.output import check_writable, publish_output_task
@@ -38,6 +38,7 @@ from tasks.quantize import is_complete, quantize_variant_task, variant_dir, vari
 from tasks.recipes import Recipe
 from tasks.report import RunReport, VariantResult, best_passing, pareto_front
 from tasks.request import QuantizeRequest
+from tasks.resources import reserved_memory
 from tasks.toolchain import toolchain
 
 
@@ -77,22 +78,25 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
             if (record := _reusable(lookup_task(identities[r.name], evaluation.content_hash), r, request))
         }
         baseline_ir, lineage = None, None
-        if len(reusable) < len(recipes):
-            baseline_ir, lineage = _measure_baseline(source, evaluation, request)
         results = []
-        for recipe in recipes:
-            with identity_lock(identities[recipe.name]):  # a concurrent run of this host may be making it
-                record = reusable.get(recipe.name) or _reusable(
-                    lookup_task(identities[recipe.name], evaluation.content_hash), recipe, request
-                )
-                if record is not None:
-                    results.append(_reused_result(record, recipe, request, source, calibration))
-                    continue
-                results.append(
-                    _make_variant(
-                        recipe, source, baseline_ir, calibration, evaluation, lineage, mlflow_run, request
+        work_to_do = len(reusable) < len(recipes)
+        # The heavy part holds this host's memory slots (Prefect global concurrency limit), if any.
+        with reserved_memory(parameter_count(source.local_dir)) if work_to_do else contextlib.nullcontext():
+            if work_to_do:
+                baseline_ir, lineage = _measure_baseline(source, evaluation, request)
+            for recipe in recipes:
+                with identity_lock(identities[recipe.name]):  # a concurrent run on this host may make it
+                    record = reusable.get(recipe.name) or _reusable(
+                        lookup_task(identities[recipe.name], evaluation.content_hash), recipe, request
                     )
-                )
+                    if record is not None:
+                        results.append(_reused_result(record, recipe, request, source, calibration))
+                        continue
+                    results.append(
+                        _make_variant(
+                            recipe, source, baseline_ir, calibration, evaluation, lineage, mlflow_run, request
+                        )
+                    )
         baseline = lineage or next(iter(reusable.values())).lineage
         publish_failures = []
         if request.hub_namespace:

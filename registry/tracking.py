@@ -42,20 +42,20 @@ def mlflow_client() -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def experiment_id(client: MlflowClient) -> str:
-    """The `quantforge` experiment, created on first use (artifacts beside the embedded database)."""
-    experiment = client.get_experiment_by_name(EXPERIMENT)
+def experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:
+    """The experiment `name`, created on first use (artifacts beside the embedded database)."""
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     # A server decides its own artifact store; the embedded database keeps artifacts in the data dir
     # (MLflow would otherwise write ./mlruns into whatever folder the user ran from).
-    location = None if _is_remote(client) else (_embedded_root() / "artifacts").as_uri()
+    location = None if _is_remote(client) else (_embedded_root() / "artifacts" / name).as_uri()
     try:
-        return client.create_experiment(EXPERIMENT, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location)
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":  # else another run created it just now
             raise
-        return client.get_experiment_by_name(EXPERIMENT).experiment_id
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def _is_remote(client: MlflowClient) -> bool:

@@ -1,6 +1,9 @@
 """Wall time and peak resident memory of a step, sampled over the whole process tree."""
 
 import contextlib
+import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -47,3 +50,29 @@ def measure(interval: float = 0.05) -> Iterator[StepUsage]:
         sampler.join()
         usage.seconds = time.perf_counter() - start
         usage.peak_rss_mb = max(peak[0], _tree_rss(process)) / 2**20
+
+
+# Peak memory of export + compression grows with the parameter count: ~8 bytes per parameter (the
+# fp32 weights loaded once, the fp16 IR, nncf's working copies), plus ~2 GiB of libraries. The Llama-3
+# reference article needed ~60 GB for 8 B parameters (8 B x 8 bytes = 60 GiB).
+BYTES_PER_PARAMETER = 8
+PROCESS_OVERHEAD_GIB = 2
+
+
+def memory_slots(parameters: int) -> int:
+    """GiB of RAM to reserve for exporting and quantizing a model of `parameters` weights."""
+    return math.ceil(parameters * BYTES_PER_PARAMETER / 2**30) + PROCESS_OVERHEAD_GIB
+
+
+def memory_limit_name() -> str:
+    """The Prefect global concurrency limit of this host's RAM, in GiB slots."""
+    return os.environ.get("QUANTFORGE_MEMORY_LIMIT") or f"memory-{socket.gethostname()}"
+
+
+@contextlib.contextmanager
+def reserved_memory(parameters: int) -> Iterator[None]:
+    """Hold this host's memory slots while the block runs (no limit created on the server: no wait)."""
+    from prefect.concurrency.sync import concurrency
+
+    with concurrency(memory_limit_name(), occupy=memory_slots(parameters), strict=False):
+        yield

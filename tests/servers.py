@@ -1,4 +1,4 @@
-"""Real servers on 127.0.0.1 for integration tests: `mlflow server` (sqlite, --serve-artifacts)."""
+"""Real services on 127.0.0.1 for integration tests: `mlflow server`, `prefect server`, `prefect worker`."""
 
 import os
 import signal
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import requests
 
+BIN = Path(sys.executable).parent
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
@@ -18,47 +20,36 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class MlflowServer:
-    """`mlflow server` on sqlite with served artifacts under `root`; restartable on the same data."""
+class Service:
+    """A subprocess in its own session (stopped with its children), ready once `health_url` answers."""
 
-    def __init__(self, root: Path, extra_args: tuple[str, ...] = ()) -> None:
+    health_url: str | None = None
+
+    def __init__(self, root: Path, command: list[str], env: dict[str, str] | None = None) -> None:
         self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.extra_args = extra_args
+        self.command = command
+        self.env = env
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "MlflowServer":
+    def start(self, timeout: float = 120) -> "Service":
         self.root.mkdir(parents=True, exist_ok=True)
-        command = [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{self.root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(self.root / "artifacts"),
-            "--serve-artifacts",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            *self.extra_args,
-        ]
-        log = (self.root / "server.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
+        log = (self.root / f"{Path(self.command[0]).name}.log").open("ab")
+        self.process = subprocess.Popen(
+            self.command, stdout=log, stderr=log, env=self.env, start_new_session=True, cwd=self.root
+        )
+        deadline = time.monotonic() + timeout
+        while self.health_url and time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: see {self.root / 'server.log'}")
+                raise RuntimeError(f"{self.command[:2]} exited: see {log.name}")
             try:
-                if requests.get(f"{self.url}/health", timeout=2).ok:
+                if requests.get(self.health_url, timeout=2).ok:
                     return self
             except requests.ConnectionError:
                 pass
             time.sleep(0.3)
-        raise RuntimeError("mlflow server did not start within 90 s")
+        if self.health_url:
+            raise RuntimeError(f"{self.command[:2]} did not start within {timeout} s")
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -70,8 +61,71 @@ class MlflowServer:
                 self.process.wait()
         self.process = None
 
-    def __enter__(self) -> "MlflowServer":
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+class MlflowServer(Service):
+    """`mlflow server` on sqlite with served artifacts under `root`; restartable on the same data."""
+
+    def __init__(self, root: Path, extra_args: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.health_url = f"{self.url}/health"
+        command = [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--serve-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            *extra_args,
+        ]
+        super().__init__(root, command)
+
+
+class PrefectServer(Service):
+    """`prefect server start` on sqlite in `root` (its own PREFECT_HOME)."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.health_url = f"{self.api_url}/health"
+        self.client_env = {
+            "PREFECT_HOME": str(root / "prefect-home"),
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        super().__init__(root, command, {**os.environ, **self.client_env})
+
+    def cli(self, *args: str) -> str:
+        """Run a `prefect` CLI command against this server; return its output."""
+        done = subprocess.run(
+            [str(BIN / "prefect"), *args],
+            env={**os.environ, **self.client_env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"prefect {' '.join(args)} failed: {done.stdout}{done.stderr}")
+        return done.stdout
+
+
+class PrefectWorker(Service):
+    """`prefect worker start` polling `pool`; its flow runs inherit `env`."""
+
+    def __init__(self, root: Path, server: PrefectServer, pool: str, name: str, env: dict[str, str]) -> None:
+        command = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name]
+        super().__init__(root / name, command, {**os.environ, **server.client_env, **env})

@@ -1,0 +1,71 @@
+"""Register quantforge's Prefect deployments on the server at PREFECT_API_URL.
+
+    python infra/deploy.py --watchlist /etc/quantforge/watchlist.yaml [--work-pool quantforge]
+
+- `quantize`: runs the quantize flow for every `quantforge.model.released` event, with the request
+  carried in the event's payload (from the watcher, or POSTed to the server's /api/events).
+- `watch-releases`: polls the Hub for the watchlist every `--watch-interval` seconds (default 15 min).
+- `nightly-sweep`: announces every watched model's current release on `--sweep-cron`; runs of
+  registered identities finish without work, so this only fills gaps.
+
+The work pool must exist (`prefect work-pool create quantforge --type process`); workers pull the
+code from `--source` (this checkout by default; a git URL for workers on other hosts).
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from prefect import Flow, deploy
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RELEASE_EVENT = "quantforge.model.released"  # flows.watch.RELEASE_EVENT, without importing the flows
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def release_trigger() -> DeploymentEventTrigger:
+    """One quantize run per release event; the event's payload is the run's request."""
+    return DeploymentEventTrigger(
+        name="on-release",
+        expect={RELEASE_EVENT},
+        match={"prefect.resource.id": "huggingface.model.*"},
+        parameters={"request": "{{ event.payload.request }}"},
+    )
+
+
+@app.command()
+def main(
+    watchlist: Annotated[Path, typer.Option(help="Watchlist YAML, as the workers see the path.")],
+    work_pool: Annotated[str, typer.Option(help="Process work pool the workers poll.")] = "quantforge",
+    source: Annotated[str, typer.Option(help="Where workers get the code: a folder or a git URL.")] = str(
+        REPO_ROOT
+    ),
+    watch_interval: Annotated[int, typer.Option(help="Seconds between Hub polls.")] = 900,
+    sweep_cron: Annotated[str, typer.Option(help="Cron of the nightly sweep (server time).")] = "0 2 * * *",
+) -> None:
+    """Create or update the three deployments."""
+    quantize = Flow.from_source(source, "flows/quantize.py:quantize_flow")
+    watch = Flow.from_source(source, "flows/watch.py:watch_flow")
+    deployment_ids = deploy(
+        quantize.to_deployment(name="quantize", triggers=[release_trigger()]),
+        watch.to_deployment(
+            name="watch-releases", interval=watch_interval, parameters={"watchlist": str(watchlist)}
+        ),
+        watch.to_deployment(
+            name="nightly-sweep",
+            cron=sweep_cron,
+            parameters={"watchlist": str(watchlist), "include_known": True},
+        ),
+        work_pool_name=work_pool,
+        build=False,
+        push=False,
+        print_next_steps_message=False,
+    )
+    for deployment_id in deployment_ids:
+        print(deployment_id)
+
+
+if __name__ == "__main__":
+    app()

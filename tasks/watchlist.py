@@ -1,0 +1,81 @@
+"""watchlist: which Hub models and authors to keep quantized, and how (YAML, validated on load)."""
+
+import fnmatch
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from quantforge.errors import QuantforgeError
+from tasks.request import QuantizeRequest
+
+# What a watch entry may set of the request; `model` and `revision` come from the Hub.
+REQUEST_SETTINGS = set(QuantizeRequest.model_fields) - {"model", "revision"}
+
+
+class WatchEntry(BaseModel):
+    """One model id, or one author whose new repos are picked up (filtered)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, pattern=r"^[\w.-]+/[\w.-]+$")
+    author: str | None = Field(default=None, pattern=r"^[\w.-]+$")
+    name_pattern: str = "*"  # shell-style, on the repo name without the author
+    max_parameters: float | None = Field(default=None, gt=0)  # from the Hub's safetensors metadata
+    pipeline_tag: str | None = "text-generation"
+    limit: int = Field(default=20, ge=1, le=1000)  # most recently modified repos of the author
+    settings: dict[str, Any] = Field(default_factory=dict)  # QuantizeRequest fields for this entry
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "WatchEntry":
+        if (self.model is None) == (self.author is None):
+            raise ValueError("give exactly one of `model` or `author`")
+        return self
+
+    def accepts(self, repo_id: str, pipeline_tag: str | None, parameters: int | None) -> bool:
+        """True when an author's repo passes this entry's filters."""
+        if not fnmatch.fnmatch(repo_id.split("/", 1)[1], self.name_pattern):
+            return False
+        if self.pipeline_tag and pipeline_tag != self.pipeline_tag:
+            return False
+        return self.max_parameters is None or parameters is None or parameters <= self.max_parameters
+
+
+class Watchlist(BaseModel):
+    """Entries plus the request settings they share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    watch: list[WatchEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_settings(self) -> "Watchlist":
+        for index, entry in enumerate(self.watch):
+            unknown = sorted((set(self.defaults) | set(entry.settings)) - REQUEST_SETTINGS)
+            if unknown:
+                raise ValueError(f"watch[{index}]: unknown request setting {', '.join(unknown)}")
+            self.request_for(entry, "org/model", "0" * 40)  # every entry must make a valid request
+        return self
+
+    def request_for(self, entry: WatchEntry, repo_id: str, sha: str) -> QuantizeRequest:
+        """The quantize request for one release of one entry."""
+        return QuantizeRequest(model=repo_id, revision=sha, **{**self.defaults, **entry.settings})
+
+
+def load_watchlist(path: Path) -> Watchlist:
+    """Read and validate a watchlist YAML file; errors name the file and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise QuantforgeError(f"`watchlist`: cannot read {path} ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise QuantforgeError(f"`watchlist`: {path} is not valid YAML ({error})") from None
+    try:
+        return Watchlist.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "watchlist"
+        message = first["msg"].removeprefix("Value error, ")
+        raise QuantforgeError(f"`watchlist` {path}: `{where}`: {message}") from None
