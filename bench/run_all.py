@@ -1,0 +1,415 @@
+"""quantforge against the by-hand way, and its models against PyTorch: every figure of
+docs/benchmarks.md in one command. Writes bench/results/<UTC time>.json and regenerates the doc.
+
+    .venv/bin/python bench/run_all.py [--repeats 2] [--sweep-repeats 1] [--scaling 135m,0.5b,1b]
+
+Comparisons alternate A and B inside this one session and report medians. Each measured command runs
+in a fresh subprocess; peak memory is the whole process tree's RSS sampled every 50 ms.
+"""
+
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import psutil
+import typer
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CALIBRATION = Path("/usr/share/common-licenses/GPL-2")
+EVALUATION = Path("/usr/share/common-licenses/GPL-3")
+RESULTS = REPO / "bench" / "results"
+SCALES = {  # random Llama configs: ~135 M (SmolLM2's shape), ~0.5 B, ~1 B parameters
+    "135m": {
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+    },
+    "0.5b": {
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+    },
+    "1b": {
+        "hidden_size": 2048,
+        "intermediate_size": 5632,
+        "num_hidden_layers": 22,
+        "num_attention_heads": 32,
+    },
+}
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def measured(command: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run `command`; its wall time, the peak RSS of its process tree, and its stdout."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        root = psutil.Process(process.pid)
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    started = time.perf_counter()
+    sampler.start()
+    stdout, stderr = process.communicate()
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    if process.returncode not in (0, 1):  # quantforge exits 1 when no variant passes
+        raise RuntimeError(f"{command[:3]} failed ({process.returncode}): {stderr[-3000:]}")
+    return {"seconds": seconds, "peak_rss_mb": peak[0] / 2**20, "stdout": stdout}
+
+
+def fresh_env(home: Path) -> dict[str, str]:
+    """Fresh caches: a new data directory (so a new embedded MLflow) and a new Hub cache."""
+    return {"QUANTFORGE_HOME": str(home), "HF_HOME": str(home / "hf"), "MLFLOW_TRACKING_URI": ""}
+
+
+def quantforge_sweep(model: str, home: Path, *args: str) -> dict:
+    command = [
+        str(BIN / "quantforge"),
+        "run",
+        model,
+        "--calibration",
+        str(CALIBRATION),
+        "--eval",
+        str(EVALUATION),
+    ]
+    return measured([*command, "--output", str(home / "output"), *args], fresh_env(home))
+
+
+def by_hand_sweep(model_dir: Path, windows: Path, work: Path, recipes: list[str]) -> dict:
+    """Baseline + every recipe, one optimum export and one perplexity script each, as the articles do."""
+    steps, seconds, peak = [], 0.0, 0.0
+    for recipe in [None, *recipes]:
+        args = [
+            sys.executable,
+            str(REPO / "bench" / "by_hand.py"),
+            str(model_dir),
+            str(work / (recipe or "fp16")),
+            str(windows),
+        ]
+        if recipe:
+            args += ["--recipe", recipe, "--calibration", str(CALIBRATION)]
+        run = measured(args, {"PYTHONPATH": str(REPO)})
+        steps.append(json.loads(run["stdout"].strip().splitlines()[-1]))
+        seconds += run["seconds"]
+        peak = max(peak, run["peak_rss_mb"])
+    return {"seconds": seconds, "peak_rss_mb": peak, "steps": steps}
+
+
+def sweep_comparison(model_dir: Path, windows: Path, repeats: int) -> dict:
+    """1. The default set through quantforge (fresh caches) vs by hand, alternating."""
+    from tasks.recipes import load_recipe_set
+
+    recipes = [r.name for r in load_recipe_set("default").recipes]
+    ours, theirs, reports = [], [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as home:
+            run = quantforge_sweep("bundled:SmolLM2-135M-Instruct", Path(home), "--recipes", "default")
+            ours.append(run["seconds"])
+            (report,) = Path(home, "output").glob("*/report.json")
+            reports.append(json.loads(report.read_text()))
+        with tempfile.TemporaryDirectory() as work:
+            by_hand = by_hand_sweep(model_dir, windows, Path(work), recipes)
+            theirs.append(by_hand["seconds"])
+    return {
+        "quantforge_seconds": ours,
+        "by_hand_seconds": theirs,
+        "median_speedup": statistics.median(theirs) / statistics.median(ours),
+        "by_hand_steps": by_hand["steps"],
+        "report": reports[-1],
+    }
+
+
+def int4_memory(model_dir: Path, fp32_bytes: int) -> dict:
+    """2. Peak memory of one INT4 recipe (fresh caches), as a multiple of the fp32 weights' bytes."""
+    with tempfile.TemporaryDirectory() as home:
+        ours = quantforge_sweep(
+            str(model_dir), Path(home), "--recipes", "quick", "--only", "int4-asym-g128", "--new-tokens", "8"
+        )
+    with tempfile.TemporaryDirectory() as out:
+        cli = measured(
+            [
+                str(BIN / "optimum-cli"),
+                "export",
+                "openvino",
+                "-m",
+                str(model_dir),
+                "--weight-format",
+                "int4",
+                out,
+            ]
+        )
+    return {
+        "fp32_mb": fp32_bytes / 2**20,
+        "quantforge_peak_mb": ours["peak_rss_mb"],
+        "optimum_cli_peak_mb": cli["peak_rss_mb"],
+        "quantforge_multiple": ours["peak_rss_mb"] * 2**20 / fp32_bytes,
+        "optimum_cli_multiple": cli["peak_rss_mb"] * 2**20 / fp32_bytes,
+    }
+
+
+def rerun(prefect_api: str) -> dict:
+    """3. The same request twice against a running Prefect server: first run vs rerun."""
+    with tempfile.TemporaryDirectory() as home:
+        env = {**fresh_env(Path(home)), "PREFECT_API_URL": prefect_api}
+        command = [
+            str(BIN / "quantforge"),
+            "run",
+            "bundled:SmolLM2-135M-Instruct",
+            "--recipes",
+            "quick",
+            "--eval",
+            str(EVALUATION),
+            "--output",
+            str(Path(home) / "output"),
+        ]
+        first = measured(command, env)
+        second = measured(command, env)
+    return {
+        "first_seconds": first["seconds"],
+        "rerun_seconds": second["seconds"],
+        "speedup": first["seconds"] / second["seconds"],
+    }
+
+
+def evaluation_throughput(model_dir: Path, repeats: int) -> dict:
+    """4. quantforge's evaluator on the OpenVINO baseline vs transformers fp32, same windows."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tasks.datasets import evaluation_windows
+    from tasks.evaluate import perplexity
+    from tasks.export import export_baseline
+    from tasks.fetch import fetch_source
+
+    source = fetch_source(str(model_dir))
+    windows = evaluation_windows(str(EVALUATION), source.local_dir, 512, 16)
+    baseline = export_baseline(source, "fp16")
+    model = AutoModelForCausalLM.from_pretrained(source.local_dir, dtype=torch.float32).eval()
+    tokens = windows.windows.size
+    ours, theirs = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        ov_ppl = perplexity(baseline.path, windows).ppl
+        ours.append(tokens / (time.perf_counter() - started))
+        started = time.perf_counter()
+        with torch.no_grad():
+            losses = [
+                model(torch.from_numpy(w[None]), labels=torch.from_numpy(w[None])).loss.item()
+                for w in windows.windows
+            ]
+        theirs.append(tokens / (time.perf_counter() - started))
+    torch_ppl = math.exp(statistics.mean(losses))
+    return {
+        "tokens": tokens,
+        "quantforge_tokens_per_s": statistics.median(ours),
+        "pytorch_fp32_tokens_per_s": statistics.median(theirs),
+        "speedup": statistics.median(ours) / statistics.median(theirs),
+        "ov_ppl": ov_ppl,
+        "pytorch_ppl": torch_ppl,
+        "disagreement_pct": abs(ov_ppl / torch_ppl - 1) * 100,
+    }
+
+
+def pytorch_decode(model_dir: Path, new_tokens: int = 64, repeats: int = 2) -> dict:
+    """5. PyTorch decode speed of the source model (fp32 and bf16), the prompt quantforge uses."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.evaluate import SPEED_PROMPT
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ids = tokenizer(SPEED_PROMPT, return_tensors="pt")
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+        kwargs = {"do_sample": False, "min_new_tokens": new_tokens, "max_new_tokens": new_tokens}
+        with torch.no_grad():
+            model.generate(**ids, **kwargs)  # warm-up
+            speeds, ttfts = [], []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                model.generate(**ids, do_sample=False, max_new_tokens=1)
+                ttft = time.perf_counter() - started
+                started = time.perf_counter()
+                model.generate(**ids, **kwargs)
+                total = time.perf_counter() - started
+                speeds.append((new_tokens - 1) / (total - ttft))
+                ttfts.append(ttft * 1000)
+        out[str(dtype).removeprefix("torch.")] = {
+            "tokens_per_s": statistics.median(speeds),
+            "ttft_ms": statistics.median(ttfts),
+        }
+    return out
+
+
+def pull_vs_copy(repeats: int) -> dict:
+    """6. `pull` (download + verify every sha256 + atomic install) vs a plain copy of the same files."""
+    with tempfile.TemporaryDirectory() as home:
+        env = fresh_env(Path(home))
+        measured(
+            [
+                str(BIN / "quantforge"),
+                "run",
+                "bundled:SmolLM2-135M-Instruct",
+                "--recipes",
+                "quick",
+                "--only",
+                "int8-asym",
+                "--eval",
+                str(EVALUATION),
+                "--max-eval-windows",
+                "2",
+                "--new-tokens",
+                "4",
+                "--output",
+                str(Path(home) / "o"),
+            ],
+            env,
+        )
+        stored = next(Path(home, "mlflow", "artifacts").glob("quantforge/*/artifacts/variant"))
+        size_mb = sum(p.stat().st_size for p in stored.rglob("*") if p.is_file()) / 2**20
+        pulls, copies = [], []
+        for index in range(repeats):
+            dest = Path(home) / f"pulled-{index}"
+            pulls.append(
+                measured(
+                    [
+                        str(BIN / "quantforge"),
+                        "pull",
+                        "smollm2-135m-instruct--int8-asym@candidate",
+                        "--dest",
+                        str(dest),
+                    ],
+                    env,
+                )["seconds"]
+            )
+            started = time.perf_counter()
+            shutil.copytree(stored, Path(home) / f"copied-{index}")
+            copies.append(time.perf_counter() - started)
+    # The pull figure includes the CLI's start-up; the copy is in-process: the comparison favours copy.
+    return {
+        "size_mb": size_mb,
+        "pull_seconds": pulls,
+        "copy_seconds": copies,
+        "pull_mb_per_s": size_mb / statistics.median(pulls),
+        "copy_mb_per_s": size_mb / statistics.median(copies),
+        "ratio": statistics.median(copies) / statistics.median(pulls),
+    }
+
+
+def scaling(scales: list[str], work: Path, tokenizer_from: Path) -> list[dict]:
+    """7. Random Llama models: export + one INT4 recipe, wall time and peak memory against size."""
+    from tests.models import tiny_model
+
+    rows = []
+    for scale in scales:
+        folder = tiny_model(
+            "llama",
+            work / scale,
+            tokenizer_from,
+            **SCALES[scale],
+            num_key_value_heads=3 if scale == "135m" else 8,
+            vocab_size=49152,
+            max_position_embeddings=2048,
+        )
+        from tasks.fetch import parameter_count
+
+        parameters = parameter_count(folder)
+        with tempfile.TemporaryDirectory() as home:
+            run = quantforge_sweep(
+                str(folder),
+                Path(home),
+                "--recipes",
+                "quick",
+                "--only",
+                "int4-asym-g128",
+                "--max-eval-windows",
+                "1",
+                "--new-tokens",
+                "4",
+            )
+        rows.append(
+            {
+                "scale": scale,
+                "parameters": parameters,
+                "seconds": run["seconds"],
+                "peak_rss_mb": run["peak_rss_mb"],
+            }
+        )
+        shutil.rmtree(folder)
+    return rows
+
+
+@app.command()
+def main(
+    repeats: Annotated[int, typer.Option(help="A/B pairs for the quick comparisons.")] = 3,
+    sweep_repeats: Annotated[
+        int, typer.Option(help="A/B pairs for the full default sweep (~12 min each).")
+    ] = 1,
+    scales: Annotated[
+        str, typer.Option("--scaling", help="Comma-separated: 135m, 0.5b, 1b; empty skips.")
+    ] = "135m,0.5b,1b",
+) -> None:
+    from tasks.bundled_model import bundled_model_dir
+    from tasks.datasets import evaluation_windows
+    from tasks.fetch import parameter_count
+    from tests.servers import PrefectServer
+
+    started = datetime.now(UTC)
+    model_dir = bundled_model_dir()
+    work = Path(tempfile.mkdtemp(prefix="quantforge-bench-"))
+    windows = work / "windows.npy"
+    import numpy as np
+
+    np.save(windows, evaluation_windows(str(EVALUATION), model_dir, 512, 32).windows)
+    results = {
+        "started": started.isoformat(),
+        "machine": {"cpus": os.cpu_count(), "ram_gib": psutil.virtual_memory().total / 2**30},
+    }
+    results["evaluation"] = evaluation_throughput(model_dir, repeats)
+    results["decode_pytorch"] = pytorch_decode(model_dir)
+    results["pull"] = pull_vs_copy(repeats)
+    results["int4_memory"] = int4_memory(model_dir, parameter_count(model_dir) * 4)
+    with PrefectServer(work / "prefect") as server:
+        results["rerun"] = rerun(server.api_url)
+    results["sweep"] = sweep_comparison(model_dir, windows, sweep_repeats)
+    results["scaling"] = scaling([s for s in scales.split(",") if s], work, model_dir)
+    results["seconds"] = (datetime.now(UTC) - started).total_seconds()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{started:%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(results, indent=2))
+    from bench.report import write_benchmarks_doc
+
+    write_benchmarks_doc(results, path)
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {path} and docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    app()
