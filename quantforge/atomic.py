@@ -45,6 +45,15 @@ def atomic_dir(final: Path, needs_bytes: int = 0) -> Iterator[Path]:
         raise
 
 
+def discard(path: Path) -> None:
+    """Remove a folder by renaming it aside first: readers never see it half-deleted."""
+    if not path.exists():
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.replace(path, retired / path.name)
+    shutil.rmtree(retired)
+
+
 def _is_enospc(error: BaseException | None) -> bool:
     while error is not None:
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:

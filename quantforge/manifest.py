@@ -5,6 +5,7 @@ every byte against it before they install anything.
 """
 
 import hashlib
+import json
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -12,6 +13,8 @@ from pydantic import BaseModel
 from quantforge.errors import QuantforgeError
 
 MANIFEST_FILE = "manifest.json"
+CHECKSUMS_FILE = "quantforge-checksums.json"  # a cache folder's own files, checked before reuse
+BOOKKEEPING = {MANIFEST_FILE, CHECKSUMS_FILE}
 _CHUNK = 4 * 2**20
 
 
@@ -55,11 +58,11 @@ def sha256_file(path: Path) -> str:
 
 
 def file_entries(folder: Path) -> dict[str, FileEntry]:
-    """Every file under `folder` except the manifest itself, by relative POSIX path."""
+    """Every file under `folder` except quantforge's bookkeeping files, by relative POSIX path."""
     return {
         path.relative_to(folder).as_posix(): FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_FILE
+        if path.is_file() and path.name not in BOOKKEEPING
     }
 
 
@@ -73,13 +76,20 @@ def read_manifest(folder: Path) -> Manifest:
 
 def verify(folder: Path, manifest: Manifest) -> None:
     """Raise naming the first file that is missing, extra, truncated or altered."""
+    verify_files(folder, manifest.files)
+
+
+def verify_files(folder: Path, files: dict[str, FileEntry]) -> None:
+    """Raise naming the first file of `folder` that differs from `files` (bookkeeping files aside)."""
     present = {
-        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name not in BOOKKEEPING
     }
-    extra = sorted(present - set(manifest.files))
+    extra = sorted(present - set(files))
     if extra:
         raise QuantforgeError(f"{extra[0]}: not in the manifest (refusing to install)")
-    for name, expected in sorted(manifest.files.items()):
+    for name, expected in sorted(files.items()):
         path = folder / name
         if name not in present:
             raise QuantforgeError(f"{name}: missing (refusing to install)")
@@ -90,3 +100,22 @@ def verify(folder: Path, manifest: Manifest) -> None:
             )
         if sha256_file(path) != expected.sha256:
             raise QuantforgeError(f"{name}: sha256 does not match the manifest (refusing to install)")
+
+
+def write_checksums(folder: Path) -> None:
+    """Record the folder's files so that a later reuse can detect truncation or tampering."""
+    entries = {name: entry.model_dump() for name, entry in file_entries(folder).items()}
+    (folder / CHECKSUMS_FILE).write_text(json.dumps(entries, indent=1, sort_keys=True))
+
+
+def is_intact(folder: Path) -> bool:
+    """True when the folder's files match its recorded checksums (or manifest); False if absent or not."""
+    try:
+        if (folder / MANIFEST_FILE).exists():
+            verify(folder, read_manifest(folder))
+            return True
+        recorded = json.loads((folder / CHECKSUMS_FILE).read_text())
+        verify_files(folder, {name: FileEntry(**entry) for name, entry in recorded.items()})
+        return True
+    except (OSError, ValueError, QuantforgeError):
+        return False

@@ -15,7 +15,7 @@ from mlflow.entities.model_registry import ModelVersion
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from quantforge.atomic import atomic_dir
+from quantforge.atomic import atomic_dir, discard
 from quantforge.errors import QuantforgeError
 from quantforge.hub import hub_endpoint
 from quantforge.manifest import MANIFEST_FILE, Manifest, read_manifest, sha256_file, verify
@@ -51,8 +51,7 @@ def pull(spec: str, dest: Path | None = None, source: PullSource = "mlflow") -> 
                 f"{MANIFEST_FILE}: sha256 does not match the registry (refusing to install)"
             )
         manifest = Manifest.model_validate_json(manifest_path.read_text())
-    if dest.exists():  # present but not verifiable: replaced, never patched
-        _remove(dest)
+    discard(dest)  # present but not verifiable: replaced, never patched
     with atomic_dir(dest, needs_bytes=sum(f.size for f in manifest.files.values())) as staging:
         _download(version, source, None, staging, [*manifest.files, MANIFEST_FILE])
         if sha256_file(staging / MANIFEST_FILE) != pinned:
@@ -112,12 +111,6 @@ def _download_from_hub(version: ModelVersion, file: str | None, into: Path, file
 def _existing_parent(dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     return dest.parent
-
-
-def _remove(path: Path) -> None:
-    retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-    os.replace(path, retired / path.name)
-    shutil.rmtree(retired)
 
 
 pull_task = task(pull, name="pull", cache_policy=NO_CACHE)

@@ -8,9 +8,16 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from quantforge.atomic import atomic_dir, write_json
+from quantforge.atomic import atomic_dir, discard, write_json
 from quantforge.errors import QuantforgeError
-from quantforge.manifest import MANIFEST_FILE, Manifest, QuantizeUsage, file_entries
+from quantforge.manifest import (
+    CHECKSUMS_FILE,
+    MANIFEST_FILE,
+    Manifest,
+    QuantizeUsage,
+    file_entries,
+    is_intact,
+)
 from quantforge.paths import data_dir
 from tasks.datasets import TokenSet
 from tasks.export import IR_BIN, IR_XML, BaselineIR
@@ -53,8 +60,8 @@ def variant_identity(recipe: Recipe, calibration: TokenSet | None) -> str:
 
 
 def is_complete(target: Path) -> bool:
-    """A variant directory is complete once renamed into place with its IR and manifest."""
-    return all((target / name).exists() for name in (IR_XML, IR_BIN, MANIFEST_FILE))
+    """A variant directory is reusable when every file matches its manifest (sizes and sha256)."""
+    return is_intact(target)
 
 
 def quantize_variant(
@@ -64,6 +71,7 @@ def quantize_variant(
     if recipe.data_aware and calibration is None:
         raise QuantforgeError(f"recipe {recipe.name!r} is data-aware and needs `calibration` data")
     needs_bytes = (baseline.path / IR_BIN).stat().st_size  # a compressed copy is never larger
+    discard(target)  # an earlier copy that failed verification
     with atomic_dir(target, needs_bytes) as tmp:
         with measure() as usage:
             _compress(baseline.path, recipe, calibration, tmp)
@@ -100,7 +108,7 @@ def _compress(baseline_dir: Path, recipe: Recipe, calibration: TokenSet | None, 
         compressed = nncf.compress_weights(model, dataset=dataset, **kwargs)
     ov.save_model(compressed, out / IR_XML, compress_to_fp16=False)
     for extra in baseline_dir.iterdir():
-        if extra.name not in (IR_XML, IR_BIN) and extra.is_file():
+        if extra.name not in (IR_XML, IR_BIN, CHECKSUMS_FILE) and extra.is_file():
             shutil.copy2(extra, out / extra.name)
     # optimum-intel reads this to know how the weights were quantized.
     write_json(

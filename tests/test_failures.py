@@ -7,6 +7,7 @@ import pytest
 from flows.quantize import quantize_flow
 from quantforge.atomic import atomic_dir
 from quantforge.errors import QuantforgeError
+from quantforge.manifest import is_intact
 from tasks.export import export_baseline
 from tasks.fetch import fetch_source
 from tasks.request import QuantizeRequest
@@ -69,3 +70,17 @@ def test_non_finite_baseline_perplexity_fails_the_run(bundled_model, prefect_har
     with pytest.raises(QuantforgeError, match=r"baseline perplexity of local:broken is nan"):
         quantize_flow(request)
     assert list(output.iterdir()) == []
+
+
+def test_a_truncated_cached_ir_is_detected_and_rebuilt(bundled_model):
+    source = fetch_source(str(bundled_model))
+    first = export_baseline(source, "fp16")
+    weights = first.path / "openvino_model.bin"
+    size = weights.stat().st_size
+    with weights.open("r+b") as handle:  # what a crash of another writer or a full disk could leave
+        handle.truncate(size // 2)
+    assert not is_intact(first.path)
+    again = export_baseline(source, "fp16")
+    assert not again.reused and again.path == first.path
+    assert weights.stat().st_size == size and is_intact(again.path)
+    assert export_baseline(source, "fp16").reused
