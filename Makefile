@@ -1,7 +1,6 @@
 # The two commands of the README. Both create (or reuse) the virtual environment in .venv/.
 PYTHON ?= python3.11
 VENV := .venv
-BUNDLED_MODEL := bundled:SmolLM2-135M-Instruct
 # Real English text from the base system: calibrate on one license, evaluate on another.
 CALIBRATION_TEXT := /usr/share/common-licenses/GPL-2
 EVALUATION_TEXT := /usr/share/common-licenses/GPL-3
@@ -19,7 +18,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/quantforge run $(BUNDLED_MODEL) --recipes default \
+	$(VENV)/bin/quantforge demo --recipes default \
 		--calibration $(CALIBRATION_TEXT) --eval $(EVALUATION_TEXT) --output quantforge-output
 
 test: install

@@ -1,5 +1,6 @@
 """The `quantforge` command."""
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +19,8 @@ app = typer.Typer(
 )
 # A pipe or CI log gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
+DEMO_SOURCE = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the bundled model, served under its Hub id
+DEMO_NAMESPACE = "quantforge-demo"
 
 
 def fail(message: str) -> None:
@@ -134,17 +137,30 @@ def run(
         fail(_one_line(error))
     except QuantforgeError as error:
         fail(str(error))
+    report = _run_flow(request)
+    _print_report(report)
+    console.print(f"report and variants in {output.resolve()}")
+    if report.best is None:
+        sys.exit(1)
+
+
+def _run_flow(request):
+    """Run the quantize flow; every failure a user can act on becomes one line and exit 2."""
     from mlflow.exceptions import MlflowException
 
     from flows.quantize import quantize_flow
-    from tasks.report import table_rows
 
     try:
-        report = quantize_flow(request)
+        return quantize_flow(request)
     except QuantforgeError as error:
         fail(str(error))
     except MlflowException as error:
         fail(registry_error(error))
+
+
+def _print_report(report) -> None:
+    from tasks.report import table_rows
+
     rows = table_rows(report)
     table = Table(title=f"{report.source_repo}@{report.source_sha[:12]}")
     for column in rows[0]:
@@ -156,9 +172,54 @@ def run(
         f"best passing variant: [bold]{report.best or 'none'}[/]; Pareto front: "
         f"{', '.join(report.pareto_front) or '-'}; wall time {report.wall_seconds:.0f} s"
     )
+
+
+@app.command()
+def demo(
+    calibration: Annotated[Path, typer.Option(help="Calibration text file.")],
+    eval: Annotated[Path, typer.Option("--eval", help="Evaluation text file (other text).")],
+    recipes: Annotated[str, typer.Option(help="Recipe set name or YAML path.")] = "default",
+    output: Annotated[Path, typer.Option(help="Folder for the variants and the report.")] = Path(
+        "quantforge-output"
+    ),
+) -> None:
+    """The whole chain on this machine: the bundled model served by a local Hub endpoint, quantized,
+    registered in the embedded MLflow, pushed to the local Hub, and pulled back as a serving host would."""
+    import secrets
+
+    from quantforge.hub_server import HubServer
+    from quantforge.paths import data_dir
+    from registry.aliases import CHAMPION_ALIAS
+    from registry.pull import pull as pull_variant
+    from tasks.bundled_model import bundled_model_dir
+    from tasks.request import QuantizeRequest
+
+    token = f"hf_demo{secrets.token_hex(8)}"  # this run's only write token for the local Hub
+    with HubServer(data_dir() / "demo-hub", tokens={token: "quantforge-demo"}) as hub:
+        sha = hub.seed_repo(DEMO_SOURCE, bundled_model_dir(), message="SmolLM2-135M-Instruct (bundled GGUF)")
+        os.environ.update({"HF_ENDPOINT": hub.url, "HF_TOKEN": token, "HF_HUB_DISABLE_XET": "1"})
+        console.print(f"local Hub at {hub.url} serves {DEMO_SOURCE}@{sha[:12]}")
+        try:
+            request = QuantizeRequest(
+                model=DEMO_SOURCE,
+                recipes=recipes,
+                calibration=str(calibration),
+                evaluation=str(eval),
+                output_dir=output,
+                hub_namespace=DEMO_NAMESPACE,
+                promote_best=True,
+            )
+        except (ValidationError, QuantforgeError) as error:
+            fail(_one_line(error) if isinstance(error, ValidationError) else str(error))
+        report = _run_flow(request)
+        _print_report(report)
+        best = next((v for v in report.variants if v.recipe == report.best), None)
+        if best is None:
+            sys.exit(1)
+        console.print(f"published: {best.hub_repo} @ {best.hub_commit[:12]} (local Hub)")
+        path = pull_variant(f"{best.model_name}@{CHAMPION_ALIAS}", source="hub")
+        console.print(f"pulled {best.model_name}@{CHAMPION_ALIAS} from the Hub, every file verified: {path}")
     console.print(f"report and variants in {output.resolve()}")
-    if report.best is None:
-        sys.exit(1)
 
 
 @app.command("recipes")

@@ -5,7 +5,7 @@ import json
 import math
 from pathlib import Path
 
-from huggingface_hub import snapshot_download
+from huggingface_hub import hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
     RepositoryNotFoundError,
@@ -64,8 +64,9 @@ def fetch_source(
     elif Path(model).is_dir():
         source = _from_directory(Path(model), "local:" + Path(model).resolve().name)
     else:
-        source = _from_hub(model, revision, allow_pickle=allow_pickle)
-    check_loadable(source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        source = _from_hub(model, revision, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    check_config(source.local_dir / "config.json", source.repo, trust_remote_code=trust_remote_code)
+    check_weights(source, allow_pickle=allow_pickle)
     return source
 
 
@@ -79,7 +80,7 @@ def _from_directory(folder: Path, label: str) -> SourceModel:
     return SourceModel(repo=label, sha=digest.hexdigest(), local_dir=folder.resolve())
 
 
-def _from_hub(repo: str, revision: str, *, allow_pickle: bool) -> SourceModel:
+def _from_hub(repo: str, revision: str, *, trust_remote_code: bool, allow_pickle: bool) -> SourceModel:
     api = hub_api()
     try:
         info = api.model_info(repo, revision=revision, files_metadata=False)
@@ -99,28 +100,36 @@ def _from_hub(repo: str, revision: str, *, allow_pickle: bool) -> SourceModel:
             f" (only pickled weights: {', '.join(pickled)}; pass --allow-pickle to accept)" if pickled else ""
         )
         raise QuantforgeError(f"`model`: {repo!r} has no safetensors weights{detail}")
+    if "config.json" not in names:
+        raise QuantforgeError(f"`model`: {repo!r} has no config.json")
+    # The config decides whether the repo may be loaded at all: read it before the weights.
+    config = hf_hub_download(repo, "config.json", revision=info.sha, endpoint=api.endpoint)
+    check_config(Path(config), repo, trust_remote_code=trust_remote_code)
     patterns = NEEDED_FILES + ([f"*{s}" for s in PICKLED_SUFFIXES] if not has_safetensors else [])
     local = snapshot_download(repo, revision=info.sha, allow_patterns=patterns, endpoint=api.endpoint)
     return SourceModel(repo=repo, sha=info.sha, local_dir=Path(local))
 
 
-def check_loadable(source: SourceModel, *, trust_remote_code: bool, allow_pickle: bool) -> None:
-    """Refuse remote code, pickles, unknown architectures and unreadable weights, before any work."""
-    config_path = source.local_dir / "config.json"
+def check_config(config_path: Path, repo: str, *, trust_remote_code: bool) -> None:
+    """Refuse remote code and unknown architectures, from config.json alone."""
     if not config_path.exists():
-        raise QuantforgeError(f"`model`: {source.repo!r} has no config.json")
+        raise QuantforgeError(f"`model`: {repo!r} has no config.json")
     config = json.loads(config_path.read_text())
     if config.get("auto_map") and not trust_remote_code:
         raise QuantforgeError(
-            f"`model`: {source.repo!r} needs remote code (config.json `auto_map`); "
+            f"`model`: {repo!r} needs remote code (config.json `auto_map`); "
             "pass --trust-remote-code to run it"
         )
     architectures = config.get("architectures") or []
     if not set(architectures) & SUPPORTED_ARCHITECTURES and not trust_remote_code:
         raise QuantforgeError(
-            f"`model`: architecture {architectures!r} of {source.repo!r} is not supported "
+            f"`model`: architecture {architectures!r} of {repo!r} is not supported "
             f"(supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))})"
         )
+
+
+def check_weights(source: SourceModel, *, allow_pickle: bool) -> None:
+    """Refuse pickles (unless allowed) and unreadable or truncated safetensors."""
     weights = sorted(source.local_dir.glob("*.safetensors"))
     pickled = [p for p in source.local_dir.iterdir() if p.name.endswith(PICKLED_SUFFIXES)]
     if not weights and not (pickled and allow_pickle):
