@@ -1,4 +1,8 @@
-"""Write-then-rename helpers: nothing half-written is ever visible under its final name."""
+"""Write-then-rename helpers: nothing half-written is ever visible under its final name.
+
+Temporary names carry the writer's pid (`.NAME.PID.RANDOM.partial`), so leftovers of a writer that
+was killed (kill -9, power loss) are recognised and removed by the next writer of the same name.
+"""
 
 import contextlib
 import errno
@@ -13,24 +17,28 @@ from quantforge.errors import QuantforgeError
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path, needs_bytes: int = 0) -> Iterator[Path]:
+def atomic_dir(final: Path, needs_bytes: int = 0, replace_existing: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory; rename it to `final` only if the block succeeds.
 
+    An existing `final` is kept (another run finished the same work first) unless `replace_existing`.
     `needs_bytes` is checked against the free space first, so a write that cannot fit fails before it
     starts; a write that still runs out of space (another process filled the disk) gets the same clear
     error, and its partial files are removed either way.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(final)
     free = shutil.disk_usage(final.parent).free
     if free < needs_bytes:
         raise QuantforgeError(
             f"not enough disk space to write {final}: needs ~{needs_bytes / 2**20:.0f} MiB, "
             f"{free / 2**20:.0f} MiB free (nothing was written)"
         )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(final), suffix=".partial", dir=final.parent))
     try:
         yield tmp
-        if final.exists():  # another run finished the same work first: keep theirs
+        if final.exists() and replace_existing:
+            discard(final)
+        if final.exists():
             shutil.rmtree(tmp)
         else:
             os.replace(tmp, final)
@@ -45,13 +53,60 @@ def atomic_dir(final: Path, needs_bytes: int = 0) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_file(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling file path; rename it to `final` only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(final)
+    handle, name = tempfile.mkstemp(prefix=_prefix(final), suffix=".partial", dir=final.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, payload: object) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
 def discard(path: Path) -> None:
     """Remove a folder by renaming it aside first: readers never see it half-deleted."""
     if not path.exists():
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    retired = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".old", dir=path.parent))
     os.replace(path, retired / path.name)
     shutil.rmtree(retired)
+
+
+def remove_stale(final: Path) -> None:
+    """Remove temporary siblings of `final` whose writer process no longer exists."""
+    for leftover in final.parent.glob(f".{final.name}.*"):
+        pid = leftover.name.removeprefix(f".{final.name}.").split(".", 1)[0]
+        if leftover.suffix in (".partial", ".old") and pid.isdigit() and not _alive(int(pid)):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
+def _prefix(final: Path) -> str:
+    return f".{final.name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _is_enospc(error: BaseException | None) -> bool:
@@ -60,11 +115,3 @@ def _is_enospc(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
-
-
-def write_json(path: Path, payload: object) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)

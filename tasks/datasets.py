@@ -10,6 +10,7 @@ import numpy as np
 from prefect import task
 from pydantic import BaseModel, ConfigDict
 
+from quantforge.atomic import atomic_file
 from quantforge.errors import QuantforgeError
 from quantforge.paths import data_dir
 from quantforge.retries import only_io_errors
@@ -128,11 +129,8 @@ def _cached_token_stream(paragraphs: list[str], tokenizer_dir: Path) -> tuple[np
         except (ValueError, OSError):  # a truncated cache file is rebuilt, not trusted
             cache.unlink()
     ids = _tokenize(paragraphs, tokenizer_dir)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_name(cache.name + ".partial")
-    with partial.open("wb") as handle:
+    with atomic_file(cache) as partial, partial.open("wb") as handle:
         np.save(handle, ids)
-    partial.replace(cache)
     return ids, content_hash
 
 

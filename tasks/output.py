@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from quantforge.atomic import atomic_dir
 from quantforge.errors import QuantforgeError
 from tasks.report import RunReport, write_report
 
@@ -37,20 +38,11 @@ def _link_tree(source: Path, target: Path) -> None:
 def publish_output(report: RunReport, output_dir: Path) -> Path:
     """Build `<output_dir>/<model>-<sha7>/` in a temporary folder, then rename it into place."""
     final = output_dir / f"{report.source_repo.split(':')[-1].split('/')[-1]}-{report.source_sha[:7]}"
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=output_dir))
-    try:
+    with atomic_dir(final, replace_existing=True) as staging:
         for variant in report.variants:
             if variant.path is not None:
                 _link_tree(variant.path, staging / "variants" / variant.recipe)
         write_report(report, staging)
-        if final.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=output_dir))
-            os.replace(final, retired / final.name)
-            shutil.rmtree(retired)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return final
 
 
