@@ -1,0 +1,1232 @@
+"""A Hugging Face Hub-compatible HTTP server on 127.0.0.1 for tests and the demo.
+
+The real `huggingface_hub` client talks to it when `HF_ENDPOINT` (or `HfApi(endpoint=...)`) points at it
+and `HF_HUB_DISABLE_XET=1` is set: repos, commits (NDJSON), plain Git LFS uploads, tags and branches,
+repo info, trees, refs, commit history and `resolve` downloads with the Hub's error headers. Storage is
+a folder (content-addressed blobs, immutable commit files, one refs file per repo), so a restarted
+server serves the same commits. Faults (error statuses, dropped connections) can be injected and every
+request is counted, so tests can prove how a client behaves when the Hub misbehaves.
+
+Standard library only: `ThreadingHTTPServer` with HTTP/1.1 keep-alive.
+"""
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import http.server
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+CHUNK = 1 << 20
+LFS_MIN_SIZE = 1 << 20  # simpler than the Hub's 10 MiB, so tests exercise LFS with small files
+LFS_SUFFIXES = (".bin", ".safetensors", ".gguf", ".onnx", ".npy")
+GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+REF_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,127}")
+KINDS = {"models": "model", "datasets": "dataset"}
+URL_PREFIX = {"model": "", "dataset": "datasets/"}
+
+
+class HubError(Exception):
+    """An HTTP error answered the way the Hub does (`X-Error-Code`, `X-Error-Message`, JSON body)."""
+
+    def __init__(
+        self, status: int, message: str, code: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+        self.headers = dict(headers or {})
+        self.body: dict[str, Any] = {}
+
+
+def _now() -> str:
+    """The Hub's timestamp format: ISO 8601, milliseconds, UTC."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _git_blob_oid(data: bytes) -> str:
+    """What git (and the Hub's `oid`/`ETag`) calls a blob: sha1 of a header and the content."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _lfs_pointer(sha256: str, size: int) -> bytes:
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def is_lfs(path: str, size: int) -> bool:
+    """Whether the Hub stores this file with LFS (large, or a binary suffix tracked in .gitattributes)."""
+    return size >= LFS_MIN_SIZE or path.endswith(LFS_SUFFIXES)
+
+
+def check_path(path: str) -> str:
+    """Refuse repo paths that could escape the repo or confuse git: absolute, `..`, `.`, empty parts."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..", ".git") for p in parts):
+        raise HubError(400, f"Invalid path in repo: {path!r}", "InvalidPath")
+    return path
+
+
+def _entry(sha256: str, size: int, lfs: bool, content_git_oid: str | None = None) -> dict:
+    """A tree entry; an LFS file's git oid is the one of its pointer file, as in git."""
+    git_oid = _git_blob_oid(_lfs_pointer(sha256, size)) if lfs else content_git_oid
+    return {"sha256": sha256, "size": size, "lfs": lfs, "git_oid": git_oid}
+
+
+def _locked_file(path: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive flock: serialises writers across threads (separate open files) and processes."""
+
+    @contextlib.contextmanager
+    def hold() -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    return hold()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temp sibling then rename: readers see the old or the new file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Store:
+    """Repos, commits and blobs under one folder; every method is threadsafe."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._commits: dict[tuple[str, str], dict] = {}  # immutable, so caching them is always right
+        self._cache_lock = threading.Lock()
+
+    # blobs
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where the content with this sha256 lives (whether or not it is there)."""
+        return self.root / "blobs" / sha256[:2] / sha256
+
+    def has_blob(self, sha256: str, size: int | None = None) -> bool:
+        """Whether this content is stored (with this size, if given)."""
+        path = self.blob_path(sha256)
+        return path.is_file() and (size is None or path.stat().st_size == size)
+
+    def put_stream(self, chunks: Iterator[bytes], size: int) -> tuple[str, str]:
+        """Store streamed content of a known size; return (sha256, git blob oid of the content)."""
+        sha256, git = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size)
+        handle, tmp = tempfile.mkstemp(suffix=".partial", dir=self.tmp)
+        try:
+            written = 0
+            with os.fdopen(handle, "wb") as out:
+                for chunk in chunks:
+                    sha256.update(chunk)
+                    git.update(chunk)
+                    out.write(chunk)
+                    written += len(chunk)
+            if written != size:
+                raise HubError(400, f"expected {size} bytes, received {written}", "SizeMismatch")
+            final = self.blob_path(sha256.hexdigest())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)  # same content under the same name: concurrent writers agree
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return sha256.hexdigest(), git.hexdigest()
+
+    def put_file(self, path: Path, repo_path: str) -> dict:
+        """Store a local file; return its tree entry."""
+        size = path.stat().st_size
+        with path.open("rb") as source:
+            sha256, git_oid = self.put_stream(iter(lambda: source.read(CHUNK), b""), size)
+        return _entry(sha256, size, is_lfs(repo_path, size), git_oid)
+
+    def put_bytes(self, data: bytes, repo_path: str) -> dict:
+        """Store content given in a commit; return its tree entry."""
+        sha256, git_oid = self.put_stream(iter([data]), len(data))
+        return _entry(sha256, len(data), is_lfs(repo_path, len(data)), git_oid)
+
+    # repos
+
+    def repo_dir(self, kind: str, repo_id: str) -> Path:
+        return self.root / "repos" / f"{kind}s" / repo_id
+
+    def lock(self, kind: str, repo_id: str) -> contextlib.AbstractContextManager[None]:
+        """The lock every change of one repo's state (creation, refs, settings) holds."""
+        return _locked_file(self.root / "locks" / f"{kind}--{repo_id.replace('/', '--')}.lock")
+
+    def repo(self, kind: str, repo_id: str) -> dict | None:
+        """The repo's state (settings, branches, tags), or None if it does not exist."""
+        try:
+            return json.loads((self.repo_dir(kind, repo_id) / "repo.json").read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def save_repo(self, state: dict) -> None:
+        """Replace the repo's state file atomically; call with `lock` held."""
+        path = self.repo_dir(state["type"], state["id"]) / "repo.json"
+        _write_atomically(path, json.dumps(state, indent=1, sort_keys=True).encode())
+
+    def repos(self, kind: str) -> list[dict]:
+        """Every repo of this type."""
+        base = self.root / "repos" / f"{kind}s"
+        return [json.loads(p.read_bytes()) for p in sorted(base.glob("*/*/repo.json"))]
+
+    def create_repo(self, kind: str, repo_id: str, author: str, private: bool, gated: bool | str) -> dict:
+        """Create a repo whose `main` holds one commit with a .gitattributes, like the Hub."""
+        with self.lock(kind, repo_id):
+            if self.repo(kind, repo_id) is not None:
+                raise HubError(409, f"You already created this {kind} repo", "RepoExists")
+            state = {
+                "id": repo_id,
+                "type": kind,
+                "private": private,
+                "gated": _gated(gated),
+                "createdAt": _now(),
+                "branches": {},
+                "tags": {},
+            }
+            tree = {".gitattributes": self.put_bytes(GITATTRIBUTES.encode(), ".gitattributes")}
+            state["branches"]["main"] = self.write_commit(state, None, tree, "initial commit", "", author)
+            self.save_repo(state)
+            return state
+
+    # commits
+
+    def write_commit(
+        self, state: dict, parent: str | None, tree: dict, summary: str, description: str, author: str
+    ) -> str:
+        """Write an immutable commit file; return its oid (sha1 of its canonical JSON)."""
+        record = {
+            "repo": f"{state['type']}:{state['id']}",  # so equal trees in two repos get distinct oids
+            "parent": parent,
+            "summary": summary,
+            "description": description,
+            "author": author,
+            "date": _now(),
+            "tree": tree,
+        }
+        canonical = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+        oid = hashlib.sha1(canonical).hexdigest()
+        path = self.repo_dir(state["type"], state["id"]) / "commits" / f"{oid}.json"
+        if not path.exists():
+            _write_atomically(path, canonical)
+        return oid
+
+    def commit(self, state: dict, oid: str) -> dict:
+        """A commit of this repo by oid."""
+        key = (f"{state['type']}:{state['id']}", oid)
+        with self._cache_lock:
+            cached = self._commits.get(key)
+        if cached is None:
+            path = self.repo_dir(state["type"], state["id"]) / "commits" / f"{oid}.json"
+            cached = json.loads(path.read_bytes())
+            with self._cache_lock:
+                self._commits[key] = cached
+        return cached
+
+    def resolve(self, state: dict, revision: str) -> str:
+        """A branch, tag, `refs/heads/X`, `refs/tags/X` or full commit oid → commit oid."""
+        name = revision.removeprefix("refs/heads/").removeprefix("refs/tags/")
+        if name in state["branches"]:
+            return state["branches"][name]
+        if name in state["tags"]:
+            return state["tags"][name]["commit"]
+        if re.fullmatch(r"[0-9a-f]{40}", revision):
+            if (self.repo_dir(state["type"], state["id"]) / "commits" / f"{revision}.json").exists():
+                return revision
+        raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+
+
+def _gated(value: bool | str) -> bool | str:
+    """The Hub's `gated` values: False, "auto" or "manual" (True means "auto")."""
+    if value is True:
+        return "auto"
+    if value in (False, "auto", "manual"):
+        return value
+    raise HubError(400, f"gated must be false, 'auto' or 'manual', not {value!r}", "BadRequest")
+
+
+def apply_operations(store: Store, tree: dict, operations: list[dict]) -> dict:
+    """The tree after a commit's operations; refuses bad paths and LFS objects never uploaded."""
+    tree = dict(tree)
+    for operation in operations:
+        key, value = operation.get("key"), operation.get("value") or {}
+        path = check_path(str(value.get("path", "")))
+        if key == "file":
+            if value.get("encoding", "base64") != "base64":
+                raise HubError(400, f"unsupported encoding for {path}", "BadRequest")
+            tree[path] = store.put_bytes(base64.b64decode(value.get("content", "")), path)
+        elif key == "lfsFile":
+            sha256, size = str(value.get("oid", "")), value.get("size")
+            if not re.fullmatch(r"[0-9a-f]{64}", sha256) or not store.has_blob(sha256, size):
+                raise HubError(422, f"LFS object {sha256} for {path} was never uploaded", "LfsObjectMissing")
+            tree[path] = _entry(sha256, store.blob_path(sha256).stat().st_size, lfs=True)
+        elif key == "deletedFile":
+            if tree.pop(path, None) is None:
+                raise HubError(404, f"{path} does not exist", "EntryNotFound")
+        elif key == "deletedFolder":
+            inside = [p for p in tree if p.startswith(path.rstrip("/") + "/")]
+            if not inside:
+                raise HubError(404, f"{path} does not exist", "EntryNotFound")
+            for p in inside:
+                del tree[p]
+        else:
+            raise HubError(400, f"unknown commit operation {key!r}", "BadRequest")
+    for path in tree:  # a path cannot be both a file and a folder
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        while parent:
+            if parent in tree:
+                raise HubError(400, f"{parent} is a file, so {path} cannot exist", "InvalidPath")
+            parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
+    return tree
+
+
+def _front_matter(text: str) -> dict[str, Any]:
+    """Top-level scalars and simple lists of a model card's YAML header (enough for tags, pipeline)."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}
+    data: dict[str, Any] = {}
+    key = None
+    for line in lines[1:]:
+        if line.strip() == "---":
+            break
+        if match := re.fullmatch(r"([\w-]+):\s*(.*)", line):
+            key, value = match.group(1), match.group(2).strip().strip("'\"")
+            data[key] = value if value else []
+        elif (item := re.fullmatch(r"\s*-\s+(.*)", line)) and key and isinstance(data.get(key), list):
+            data[key].append(item.group(1).strip().strip("'\""))
+    return data
+
+
+def _parameters(store: Store, tree: dict) -> dict[str, int]:
+    """Weight elements per dtype in the tree's safetensors files, from their headers (as the Hub shows)."""
+    counts: dict[str, int] = {}
+    for path, entry in tree.items():
+        if not path.endswith(".safetensors"):
+            continue
+        with store.blob_path(entry["sha256"]).open("rb") as blob:
+            length = int.from_bytes(blob.read(8), "little")
+            try:
+                header = json.loads(blob.read(length)) if length + 8 <= entry["size"] else {}
+            except ValueError:
+                header = {}  # not a safetensors file after all: nothing to count
+        for name, tensor in header.items():
+            if name != "__metadata__":
+                counts[tensor["dtype"]] = counts.get(tensor["dtype"], 0) + math.prod(tensor["shape"])
+    return counts
+
+
+@dataclass
+class Fault:
+    """What the next `times` requests matching (method, path pattern) get instead of an answer."""
+
+    method: str | None
+    path_pattern: str
+    status: int = 500
+    times: int = 1
+    retry_after: int | None = None
+    drop_connection: bool = False
+
+
+class Control:
+    """Injected faults and the log of answered requests (method, path, status; 0 = dropped)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self._log: list[tuple[str, str, int]] = []
+
+    def add(self, fault: Fault) -> None:
+        re.compile(fault.path_pattern)  # a bad pattern fails here, not in the middle of a request
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def take(self, method: str, path: str) -> Fault | None:
+        """The first fault matching this request, counting it down."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.method in (None, "*", method) and re.search(fault.path_pattern, path):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def record(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self._log.append((method, path, status))
+
+    def matching(self, method: str | None, pattern: str, status: int | None) -> list[tuple[str, str, int]]:
+        """Requests with this method (None: any), path matching `pattern`, and status (None: any)."""
+        with self._lock:
+            return [
+                entry
+                for entry in self._log
+                if method in (None, "*", entry[0])
+                and re.search(pattern, entry[1])
+                and status in (None, entry[2])
+            ]
+
+
+API = r"/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)"
+WEB = r"/(?:(?P<kind>datasets)/)?(?P<repo>[^/]+/[^/]+?)"
+CONTROL = ("/_quantforge/faults", "/_quantforge/requests")  # never faulted nor counted
+ROUTES: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
+    (methods, re.compile(pattern), name)
+    for methods, pattern, name in [
+        (("GET",), r"/api/whoami-v2", "whoami"),
+        (("POST",), r"/api/repos/create", "create_repo"),
+        (("POST",), r"/api/validate-yaml", "validate_yaml"),
+        (("GET",), r"/api/(?P<kind>models|datasets)", "list_repos"),
+        (("GET",), API + r"(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
+        (("PUT",), API + r"/settings", "settings"),
+        (("POST",), API + r"/preupload/(?P<rev>[^/]+)", "preupload"),
+        (("POST",), API + r"/commit/(?P<rev>[^/]+)", "commit"),
+        (("POST", "DELETE"), API + r"/(?P<ref_kind>tag|branch)/(?P<rev>[^/]+)", "ref"),
+        (("GET",), API + r"/refs", "refs"),
+        (("GET",), API + r"/commits/(?P<rev>[^/]+)", "commits"),
+        (("GET",), API + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", "tree"),
+        (("POST",), API + r"/paths-info/(?P<rev>[^/]+)", "paths_info"),
+        (("POST",), WEB + r"\.git/info/lfs/objects/batch", "lfs_batch"),
+        (("POST",), WEB + r"\.git/info/lfs/objects/verify", "lfs_verify"),
+        (("PUT",), WEB + r"\.git/info/lfs/objects/(?P<oid>[0-9a-f]{64})", "lfs_put"),
+        (("GET", "HEAD"), WEB + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+        (("POST", "DELETE"), r"/_quantforge/faults", "faults"),
+        (("GET",), r"/_quantforge/requests", "requests"),
+    ]
+]
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """One connection; routes requests to `_r_<name>` methods by `ROUTES`."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "quantforge-hub"
+    timeout = 120  # an idle keep-alive connection is closed after this, not held forever
+    server: "_HTTPServer"
+
+    # plumbing
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # `_dispatch` logs each request itself: method, path without query, status
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The default writes to stderr; only protocol errors (timeouts, bad request lines) get here,
+        # and they carry no headers, so no Authorization value can leak.
+        if self.server.verbose:
+            log.info(format, *args)
+
+    def _dispatch(self) -> None:
+        url = urlsplit(self.path)
+        self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        self.status = 0
+        self.body_read = False
+        path = url.path
+        try:
+            fault = None if path in CONTROL else self.app.control.take(self.command, path)
+            if fault is not None:
+                self._fail(fault)
+            else:
+                self._route(path)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away: nobody to answer
+        except HubError as error:
+            self._error(error)
+        except Exception as error:  # a bug: answer 500 and say so, the client must not hang
+            log.exception("%s %s failed", self.command, path)
+            self._error(HubError(500, f"internal error: {type(error).__name__}"))
+        finally:
+            if not self.body_read:  # an unread body would be parsed as the next request
+                self.close_connection = True
+            if path not in CONTROL:
+                self.app.control.record(self.command, path, self.status)
+            if self.server.verbose:
+                log.info("%s %s -> %s", self.command, path, self.status or "dropped")
+
+    def _route(self, path: str) -> None:
+        allowed = False
+        for methods, pattern, name in ROUTES:
+            if match := pattern.fullmatch(path):
+                if self.command in methods:
+                    params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+                    if name != "lfs_put":  # streamed to disk; everything else is small JSON
+                        self.body = self._read_body()
+                    getattr(self, f"_r_{name}")(**params)
+                    return
+                allowed = True
+        raise HubError(405 if allowed else 404, f"{self.command} {path}: no such endpoint")
+
+    def _fail(self, fault: Fault) -> None:
+        self._read_body()  # so a keep-alive client is not left mid-upload
+        if fault.drop_connection:
+            self.close_connection = True  # `finish` then closes the socket: no status line at all
+            return
+        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+        self._json(fault.status, {"error": f"injected fault ({fault.status})"}, headers)
+
+    def _body_chunks(self) -> Iterator[bytes]:
+        """The request body by Content-Length or chunked transfer encoding (httpx streams files so)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                yield self.rfile.read(size)
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                pass
+        else:
+            remaining = int(self.headers.get("Content-Length") or 0)
+            while remaining > 0:
+                chunk = self.rfile.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise HubError(400, "request body ended early", "BadRequest")
+                remaining -= len(chunk)
+                yield chunk
+        self.body_read = True  # only once all of it is read: otherwise the connection is closed
+
+    def _read_body(self) -> bytes:
+        return b"".join(self._body_chunks())
+
+    def _json_body(self) -> Any:
+        try:
+            return json.loads(self.body or b"{}")
+        except ValueError as error:
+            raise HubError(400, f"invalid JSON: {error}", "BadRequest") from None
+
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.status = status
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":  # HEAD: the Content-Length of the GET, no body
+            self.wfile.write(body)
+
+    def _json(
+        self,
+        status: int,
+        payload: Any,
+        headers: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        self._send(status, json.dumps(payload).encode(), content_type, headers)
+
+    def _error(self, error: HubError) -> None:
+        headers = {"X-Error-Message": error.message.encode("ascii", "replace").decode().replace("\n", " ")}
+        if error.code:
+            headers["X-Error-Code"] = error.code
+        self._json(error.status, {"error": error.message, **error.body}, {**headers, **error.headers})
+
+    # auth and lookups
+
+    @property
+    def app(self) -> "HubServer":
+        return self.server.app
+
+    def _user(self) -> str | None:
+        """The user of a valid Bearer token, None without one; an unknown token is refused like the Hub."""
+        header = self.headers.get("Authorization")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        user = self.app.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise HubError(401, "Invalid credentials in Authorization header")
+        return user
+
+    def _writer(self) -> str:
+        user = self._user()
+        if user is None:
+            raise HubError(401, "You must be authenticated to write: pass a token")
+        return user
+
+    def _repo(self, kind: str | None, repo: str) -> dict:
+        """The repo's state if it exists and the caller may see it (private ones need a token)."""
+        user = self._user()  # an invalid token is refused on every repo, public or not, like the Hub
+        state = self.app.store.repo(KINDS[kind or "models"], repo)
+        if state is None or (state["private"] and user is None):
+            raise HubError(404, "Repository not found", "RepoNotFound")
+        return state
+
+    def _base(self, state: dict) -> str:
+        return f"{self.app.url}/{URL_PREFIX[state['type']]}{state['id']}"
+
+    # endpoints: account, repos
+
+    def _r_whoami(self) -> None:
+        user = self._user()
+        if user is None:
+            raise HubError(401, "Invalid credentials in Authorization header")
+        access = {"displayName": "quantforge local hub", "role": "write"}
+        self._json(200, {"name": user, "type": "user", "orgs": [], "auth": {"accessToken": access}})
+
+    def _r_create_repo(self) -> None:
+        user = self._writer()
+        body = self._json_body()
+        kind = body.get("type") or "model"
+        if kind not in URL_PREFIX:
+            raise HubError(400, f"repo type {kind!r} is not supported here", "BadRequest")
+        repo_id = f"{body.get('organization') or user}/{body.get('name', '')}"
+        if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+            raise HubError(400, f"invalid repo id {repo_id!r}", "BadRequest")
+        private = body.get("visibility") == "private" or bool(body.get("private"))
+        url = f"{self.app.url}/{URL_PREFIX[kind]}{repo_id}"
+        try:
+            self.app.store.create_repo(kind, repo_id, user, private, body.get("gated", False))
+        except HubError as error:
+            error.body["url"] = url  # `create_repo(exist_ok=True)` reads the url of a 409
+            raise
+        self._json(200, {"url": url, "name": repo_id, "id": repo_id})
+
+    def _r_validate_yaml(self) -> None:
+        self._json(200, {"errors": [], "warnings": []})  # card metadata is not validated here
+
+    def _r_settings(self, kind: str, repo: str) -> None:
+        self._writer()
+        body = self._json_body()
+        state = self._repo(kind, repo)
+        with self.app.store.lock(state["type"], repo):
+            state = self.app.store.repo(state["type"], repo)
+            if "gated" in body:
+                state["gated"] = _gated(body["gated"])
+            if "visibility" in body or "private" in body:
+                state["private"] = body.get("visibility") == "private" or bool(body.get("private"))
+            self.app.store.save_repo(state)
+        self._json(200, {})
+
+    def _info(self, state: dict, oid: str, blobs: bool) -> dict:
+        """ModelInfo / DatasetInfo JSON for one commit of a repo."""
+        store = self.app.store
+        commit = store.commit(state, oid)
+        siblings = []
+        for path, entry in sorted(commit["tree"].items()):
+            sibling: dict[str, Any] = {"rfilename": path}
+            if blobs:
+                sibling.update(size=entry["size"], blobId=entry["git_oid"])
+                if entry["lfs"]:
+                    pointer = len(_lfs_pointer(entry["sha256"], entry["size"]))
+                    sibling["lfs"] = {
+                        "size": entry["size"],
+                        "sha256": entry["sha256"],
+                        "pointerSize": pointer,
+                    }
+            siblings.append(sibling)
+        card: dict[str, Any] = {}
+        if "README.md" in commit["tree"]:
+            card = _front_matter(
+                store.blob_path(commit["tree"]["README.md"]["sha256"]).read_text("utf-8", "replace")
+            )
+        tags = (
+            [t for t in card.get("tags", []) if isinstance(t, str)]
+            if isinstance(card.get("tags"), list)
+            else []
+        )
+        info = {
+            "_id": hashlib.sha1(state["id"].encode()).hexdigest()[:24],
+            "id": state["id"],
+            "author": state["id"].split("/")[0],
+            "sha": oid,
+            "lastModified": commit["date"],
+            "createdAt": state["createdAt"],
+            "private": state["private"],
+            "gated": state["gated"],
+            "disabled": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": tags,
+            "siblings": siblings,
+        }
+        if state["type"] == "model":
+            info["modelId"] = state["id"]
+            if parameters := _parameters(store, commit["tree"]):
+                info["safetensors"] = {"parameters": parameters, "total": sum(parameters.values())}
+            for key in ("pipeline_tag", "library_name"):
+                if isinstance(card.get(key), str):
+                    info[key] = card[key]
+        if card:
+            info["cardData"] = card
+        return info
+
+    def _r_repo_info(self, kind: str, repo: str, rev: str = "main") -> None:
+        state = self._repo(kind, repo)
+        oid = self.app.store.resolve(state, rev)
+        self._json(200, self._info(state, oid, blobs=self.query.get("blobs", "").lower() in ("1", "true")))
+
+    def _r_list_repos(self, kind: str) -> None:
+        store, query, user = self.app.store, self.query, self._user()
+        infos = [
+            self._info(state, state["branches"]["main"], blobs=False)
+            for state in store.repos(KINDS[kind])
+            if (user is not None or not state["private"]) and "main" in state["branches"]
+        ]
+        if author := query.get("author"):
+            infos = [i for i in infos if i["author"] == author]
+        if search := query.get("search"):
+            infos = [i for i in infos if search.lower() in i["id"].lower()]
+        if wanted := parse_qs(urlsplit(self.path).query).get("filter"):
+            infos = [i for i in infos if set(wanted) <= set(i["tags"])]
+        sort = query.get("sort")
+        if sort in ("lastModified", "createdAt", "id"):
+            infos.sort(key=lambda i: i[sort], reverse=query.get("direction", "-1") == "-1")
+        if limit := query.get("limit"):
+            infos = infos[: int(limit)]
+        self._json(200, infos)  # one page: no `Link: rel="next"` header, so the client stops here
+
+    # endpoints: writing
+
+    def _branch_head(self, state: dict, rev: str) -> str:
+        if rev not in state["branches"]:
+            raise HubError(404, f"Invalid rev id: {rev} (only branches can be written)", "RevisionNotFound")
+        return state["branches"][rev]
+
+    def _r_preupload(self, kind: str, repo: str, rev: str) -> None:
+        self._writer()
+        state = self._repo(kind, repo)
+        tree = self.app.store.commit(state, self._branch_head(state, rev))["tree"]
+        files = []
+        for item in self._json_body().get("files", []):
+            path, size = check_path(str(item.get("path", ""))), int(item.get("size", 0))
+            lfs = is_lfs(path, size)
+            current = tree.get(path)
+            # The client skips a file whose oid equals its own (sha256 for LFS, git sha1 otherwise).
+            oid = (
+                (current["sha256"] if lfs else current["git_oid"])
+                if current and current["lfs"] == lfs
+                else None
+            )
+            files.append(
+                {"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid}
+            )
+        self._json(200, {"files": files})
+
+    def _r_commit(self, kind: str, repo: str, rev: str) -> None:
+        user = self._writer()
+        state = self._repo(kind, repo)
+        if self.query.get("create_pr"):
+            raise HubError(400, "pull requests are not supported by this server", "BadRequest")
+        try:
+            lines = [json.loads(line) for line in self.body.splitlines() if line.strip()]
+        except ValueError as error:
+            raise HubError(400, f"invalid NDJSON: {error}", "BadRequest") from None
+        header = next((line["value"] for line in lines if line.get("key") == "header"), None)
+        if header is None:
+            raise HubError(400, "the commit has no header line", "BadRequest")
+        store = self.app.store
+        with store.lock(state["type"], repo):
+            state = store.repo(state["type"], repo)  # the branch as it is now, under the lock
+            head = self._branch_head(state, rev)
+            parent = header.get("parentCommit")
+            if parent and parent != head:
+                raise HubError(
+                    412, f"parentCommit {parent} is not the head of {rev} ({head})", "PreconditionFailed"
+                )
+            operations = [line for line in lines if line.get("key") != "header"]
+            tree = apply_operations(store, store.commit(state, head)["tree"], operations)
+            summary, description = str(header.get("summary") or ""), str(header.get("description") or "")
+            oid = store.write_commit(state, head, tree, summary, description, user)
+            state["branches"][rev] = oid
+            store.save_repo(state)
+        commit_url = f"{self._base(state)}/commit/{oid}"
+        self._json(200, {"commitUrl": commit_url, "commitOid": oid, "success": True, "pullRequestUrl": None})
+
+    def _r_ref(self, kind: str, repo: str, ref_kind: str, rev: str) -> None:
+        """Create (POST) or delete (DELETE) a tag or a branch."""
+        self._writer()
+        state = self._repo(kind, repo)
+        store, body = self.app.store, self._json_body()
+        refs = "tags" if ref_kind == "tag" else "branches"
+        with store.lock(state["type"], repo):
+            state = store.repo(state["type"], repo)
+            if self.command == "DELETE":
+                if rev not in state[refs] or (refs == "branches" and rev == "main"):
+                    raise HubError(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+                del state[refs][rev]
+            else:
+                name = body.get("tag") if ref_kind == "tag" else rev
+                if not isinstance(name, str) or not REF_NAME.fullmatch(name) or ".." in name:
+                    raise HubError(400, f"invalid {ref_kind} name {name!r}", "BadRequest")
+                if name in state[refs]:
+                    raise HubError(409, f"{ref_kind} {name} already exists", "RefExists")
+                start = store.resolve(
+                    state, rev if ref_kind == "tag" else body.get("startingPoint") or "main"
+                )
+                state[refs][name] = (
+                    {"commit": start, "message": body.get("message", "")} if refs == "tags" else start
+                )
+            store.save_repo(state)
+        self._json(200, {})
+
+    # endpoints: reading
+
+    def _r_refs(self, kind: str, repo: str) -> None:
+        state = self._repo(kind, repo)
+        branches = [
+            {"name": n, "ref": f"refs/heads/{n}", "targetCommit": oid}
+            for n, oid in sorted(state["branches"].items())
+        ]
+        tags = [
+            {"name": n, "ref": f"refs/tags/{n}", "targetCommit": t["commit"]}
+            for n, t in sorted(state["tags"].items())
+        ]
+        self._json(200, {"branches": branches, "tags": tags, "converts": [], "pullRequests": []})
+
+    def _r_commits(self, kind: str, repo: str, rev: str) -> None:
+        state = self._repo(kind, repo)
+        oid: str | None = self.app.store.resolve(state, rev)
+        history = []
+        while oid:
+            commit = self.app.store.commit(state, oid)
+            history.append(
+                {
+                    "id": oid,
+                    "title": commit["summary"],
+                    "message": commit["description"],
+                    "authors": [{"user": commit["author"]}],
+                    "date": commit["date"],
+                }
+            )
+            oid = commit["parent"]
+        self._json(200, history)
+
+    def _tree_items(self, tree: dict, folder: str, recursive: bool) -> list[dict]:
+        """Tree listing entries (files and folders) under `folder`, as the Hub's tree API returns them."""
+        prefix = f"{folder.strip('/')}/" if folder.strip("/") else ""
+        items: dict[str, dict] = {}
+        for path, entry in tree.items():
+            if not path.startswith(prefix):
+                continue
+            parts = path[len(prefix) :].split("/")
+            if not recursive and len(parts) > 1:  # only the folder directly under `folder`
+                items.setdefault(prefix + parts[0], self._folder_item(tree, prefix + parts[0]))
+                continue
+            for depth in range(1, len(parts)):  # recursive: every folder on the way too
+                name = prefix + "/".join(parts[:depth])
+                items.setdefault(name, self._folder_item(tree, name))
+            items[path] = self._file_item(path, entry)
+        return [items[name] for name in sorted(items)]
+
+    @staticmethod
+    def _file_item(path: str, entry: dict) -> dict:
+        item = {"type": "file", "oid": entry["git_oid"], "size": entry["size"], "path": path}
+        if entry["lfs"]:
+            pointer = len(_lfs_pointer(entry["sha256"], entry["size"]))
+            item["lfs"] = {"oid": entry["sha256"], "size": entry["size"], "pointerSize": pointer}
+        return item
+
+    @staticmethod
+    def _folder_item(tree: dict, folder: str) -> dict:
+        inside = sorted((p, e["git_oid"]) for p, e in tree.items() if p.startswith(folder + "/"))
+        return {
+            "type": "directory",
+            "oid": hashlib.sha1(json.dumps(inside).encode()).hexdigest(),
+            "size": 0,
+            "path": folder,
+        }
+
+    def _r_tree(self, kind: str, repo: str, rev: str, path: str = "") -> None:
+        state = self._repo(kind, repo)
+        tree = self.app.store.commit(state, self.app.store.resolve(state, rev))["tree"]
+        recursive = self.query.get("recursive", "").lower() in ("1", "true")
+        items = self._tree_items(tree, path, recursive)
+        if path.strip("/") and not items:
+            raise HubError(404, f"{path} does not exist on {rev!r}", "EntryNotFound")
+        self._json(200, items)  # one page: no `Link` header
+
+    def _r_paths_info(self, kind: str, repo: str, rev: str) -> None:
+        state = self._repo(kind, repo)
+        tree = self.app.store.commit(state, self.app.store.resolve(state, rev))["tree"]
+        if "json" in self.headers.get("Content-Type", ""):
+            paths = self._json_body().get("paths", [])
+        else:  # the client posts a form: paths=a&paths=b&expand=False
+            paths = parse_qs(self.body.decode()).get("paths", [])
+        items = []
+        for path in paths:
+            if path in tree:
+                items.append(self._file_item(path, tree[path]))
+            elif any(p.startswith(path.rstrip("/") + "/") for p in tree):
+                items.append(self._folder_item(tree, path.rstrip("/")))
+        self._json(200, items)
+
+    def _r_resolve(self, repo: str, rev: str, path: str, kind: str | None = None) -> None:
+        state = self._repo(kind, repo)
+        if state["gated"] and self._user() is None:
+            message = (
+                f"Access to {state['type']} {repo} is restricted. You must be authenticated to access it."
+            )
+            raise HubError(401, message, "GatedRepo")
+        oid = self.app.store.resolve(state, rev)
+        entry = self.app.store.commit(state, oid)["tree"].get(path)
+        if entry is None:  # the client caches the absence per commit, hence X-Repo-Commit
+            raise HubError(404, f"{path} does not exist on {rev!r}", "EntryNotFound", {"X-Repo-Commit": oid})
+        headers = {"X-Repo-Commit": oid, "Accept-Ranges": "bytes", "ETag": f'"{entry["git_oid"]}"'}
+        if entry["lfs"]:  # the Hub names an LFS file by its sha256, and gives its real size
+            headers.update({"X-Linked-Etag": f'"{entry["sha256"]}"', "X-Linked-Size": str(entry["size"])})
+        self._send_file(self.app.store.blob_path(entry["sha256"]), entry["size"], headers)
+
+    def _send_file(self, blob: Path, size: int, headers: dict[str, str]) -> None:
+        """The blob, or the part a `Range: bytes=N-[M]` header asks for (206), streamed."""
+        start, end, status = 0, size - 1, 200
+        if requested := self.headers.get("Range"):
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", requested.strip())
+            if not match or int(match.group(1)) >= max(size, 1):
+                raise HubError(
+                    416, f"range {requested} not satisfiable", None, {"Content-Range": f"bytes */{size}"}
+                )
+            start, end, status = int(match.group(1)), min(int(match.group(2) or end), end), 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        self.status = status
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start + 1))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        with blob.open("rb") as source:
+            source.seek(start)
+            remaining = end - start + 1
+            while remaining > 0 and (chunk := source.read(min(CHUNK, remaining))):
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
+        if remaining:  # a size that lies (`plant_file`): hang up short of it, as a broken Hub would
+            self.close_connection = True
+
+    # endpoints: Git LFS
+
+    def _signature(self, state: dict, oid: str, size: int) -> str:
+        message = f"{state['type']}:{state['id']}:{oid}:{size}".encode()
+        return hmac.new(self.app.secret, message, hashlib.sha256).hexdigest()
+
+    def _r_lfs_batch(self, repo: str, kind: str | None = None) -> None:
+        self._writer()
+        state = self._repo(kind, repo)
+        body = self._json_body()
+        if body.get("operation") != "upload":
+            raise HubError(400, "only the LFS upload operation is supported", "BadRequest")
+        answers = []
+        for item in body.get("objects", []):
+            oid, size = str(item.get("oid", "")), item.get("size")
+            answer: dict[str, Any] = {"oid": oid, "size": size if isinstance(size, int) else -1}
+            if not re.fullmatch(r"[0-9a-f]{64}", oid) or not isinstance(size, int) or size < 0:
+                answer["error"] = {"code": 422, "message": "invalid oid or size"}
+            elif not self.app.store.has_blob(oid, size):  # present objects get no actions: nothing to upload
+                # The client PUTs without its token (as to S3), so the URL carries a signature instead.
+                objects = f"{self._base(state)}.git/info/lfs/objects"
+                signature = self._signature(state, oid, size)
+                answer["authenticated"] = True
+                answer["actions"] = {
+                    "upload": {"href": f"{objects}/{oid}?size={size}&sig={signature}", "expires_in": 3600},
+                    "verify": {"href": f"{objects}/verify", "header": {}},
+                }
+            answers.append(answer)
+        self._json(
+            200, {"transfer": "basic", "objects": answers}, content_type="application/vnd.git-lfs+json"
+        )
+
+    def _r_lfs_put(self, repo: str, oid: str, kind: str | None = None) -> None:
+        # No token comes with the PUT (the client uploads as to S3): the signature is the authorisation,
+        # so a private repo is looked up without `_repo`'s visibility check.
+        state = self.app.store.repo(KINDS[kind or "models"], repo)
+        size = int(self.query.get("size", "-1"))
+        if state is None or not hmac.compare_digest(
+            self.query.get("sig", ""), self._signature(state, oid, size)
+        ):
+            raise HubError(403, "invalid or missing upload signature")
+        if self.app.store.has_blob(oid, size):
+            self._read_body()
+        else:
+            received, _ = self.app.store.put_stream(self._body_chunks(), size)
+            if received != oid:
+                self.app.store.blob_path(received).unlink(missing_ok=True)  # not what was announced
+                raise HubError(400, f"content sha256 {received} does not match {oid}", "Sha256Mismatch")
+        self._send(200, b"", "application/octet-stream")
+
+    def _r_lfs_verify(self, repo: str, kind: str | None = None) -> None:
+        self._writer()
+        self._repo(kind, repo)
+        body = self._json_body()
+        if not self.app.store.has_blob(str(body.get("oid", "")), body.get("size")):
+            raise HubError(404, f"LFS object {body.get('oid')} not found")
+        self._json(200, {})
+
+    # endpoints: test control
+
+    def _r_faults(self) -> None:
+        if self.command == "DELETE":
+            self.app.control.clear()
+        else:
+            try:
+                self.app.inject_fault(**self._json_body())
+            except (TypeError, re.error) as error:
+                raise HubError(400, f"invalid fault: {error}", "BadRequest") from None
+        self._json(200, {})
+
+    def _r_requests(self) -> None:
+        status = self.query.get("status")
+        found = self.app.control.matching(
+            self.query.get("method"), self.query.get("pattern", ""), int(status) if status else None
+        )
+        self._json(200, {"count": len(found), "requests": [list(entry) for entry in found]})
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True  # a client holding a keep-alive connection never blocks shutdown
+    app: "HubServer"
+    verbose: bool
+    connections: set[socket.socket]  # open ones, shut down on stop (idle keep-alive clients included)
+    connections_lock: threading.Lock
+
+
+class HubServer:
+    """The local Hub: `with HubServer(root, tokens={token: user}) as hub:` serves on `hub.url` in a thread."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        tokens: Mapping[str, str] | None = None,
+        *,
+        host: str = HOST,
+        port: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        if host != HOST:
+            raise ValueError(
+                f"the local Hub binds to {HOST} only (it has test tokens and no TLS), not {host!r}"
+            )
+        self.root = Path(root)
+        self.tokens = dict(tokens or {})
+        self.store = Store(self.root)
+        self.control = Control()
+        self.secret = secrets.token_bytes(32)  # signs LFS upload URLs of this process
+        self._port, self._verbose = port, verbose
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:PORT` once started."""
+        if self._httpd is None:
+            raise RuntimeError("the local Hub is not started")
+        return f"http://{HOST}:{self._httpd.server_address[1]}"
+
+    def start(self) -> "HubServer":
+        """Listen and serve in a daemon thread."""
+        httpd = _HTTPServer((HOST, self._port), Handler)
+        httpd.app, httpd.verbose = self, self._verbose
+        httpd.connections, httpd.connections_lock = set(), threading.Lock()
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, name="quantforge-hub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and close open keep-alive connections."""
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        with self._httpd.connections_lock:
+            connections = list(self._httpd.connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._httpd = self._thread = None
+
+    def __enter__(self) -> "HubServer":
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def seed_repo(
+        self,
+        repo_id: str,
+        folder: Path | str,
+        *,
+        repo_type: str = "model",
+        gated: bool | str = False,
+        private: bool = False,
+        message: str = "Upload folder",
+        author: str = "quantforge-seed",
+    ) -> str:
+        """Commit a local folder as the whole tree of `main` (creating the repo); return the commit oid.
+
+        `gated` and `private` are applied to an existing repo too: the repo ends up as described here.
+        """
+        if repo_type not in URL_PREFIX or not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+            raise ValueError(f"invalid repo {repo_type}:{repo_id}")
+        if gated not in (True, False, "auto", "manual"):
+            raise ValueError(f"gated must be a bool, 'auto' or 'manual', not {gated!r}")
+        store, folder = self.store, Path(folder)
+        if store.repo(repo_type, repo_id) is None:
+            with contextlib.suppress(HubError):  # created concurrently: fine
+                store.create_repo(repo_type, repo_id, author, private, gated)
+        tree = {}
+        for path in sorted(folder.rglob("*")):
+            name = path.relative_to(folder).as_posix()
+            if path.is_file() and not _ignored(name):
+                tree[check_path(name)] = store.put_file(path, name)
+        with store.lock(repo_type, repo_id):
+            state = store.repo(repo_type, repo_id)
+            head = state["branches"]["main"]
+            if ".gitattributes" not in tree and (
+                kept := store.commit(state, head)["tree"].get(".gitattributes")
+            ):
+                tree[".gitattributes"] = kept
+            state.update(private=private, gated=_gated(gated))
+            if tree != store.commit(state, head)["tree"]:  # the same tree again: no new commit
+                state["branches"]["main"] = store.write_commit(state, head, tree, message, "", author)
+            store.save_repo(state)
+        return state["branches"]["main"]
+
+    def plant_file(self, repo_id: str, path: str, data: bytes, *, claimed_size: int | None = None) -> str:
+        """Commit one file the real Hub would refuse on top of `main`: a path out of the repo, or a size
+        it lies about (announced everywhere, while `resolve` sends `data` and hangs up). For
+        hostile-input tests; returns the commit oid."""
+        store = self.store
+        entry = store.put_bytes(data, path)
+        if claimed_size is not None:
+            entry = {**entry, "size": claimed_size}
+        with store.lock("model", repo_id):
+            state = store.repo("model", repo_id)
+            head = state["branches"]["main"]
+            tree = {**store.commit(state, head)["tree"], path: entry}
+            state["branches"]["main"] = store.write_commit(state, head, tree, f"add {path}", "", "mallory")
+            store.save_repo(state)
+        return state["branches"]["main"]
+
+    def inject_fault(
+        self,
+        method: str | None = "POST",
+        path_pattern: str = ".",
+        status: int = 500,
+        times: int = 1,
+        retry_after: int | None = None,
+        drop_connection: bool = False,
+    ) -> None:
+        """The next `times` requests matching method and path regex get `status` or a dropped connection."""
+        if status == 429 and retry_after is None:
+            retry_after = 1
+        self.control.add(Fault(method, path_pattern, status, times, retry_after, drop_connection))
+
+    def clear_faults(self) -> None:
+        """Remove every pending fault."""
+        self.control.clear()
+
+    def requests(self, method: str | None = None, pattern: str = "", status: int | None = None) -> int:
+        """How many requests with this method (None: any) and path regex were answered (status 0: dropped)."""
+        return len(self.control.matching(method, pattern, status))
+
+
+def _ignored(path: str) -> bool:
+    """Local-only files `upload_folder` skips too: git metadata and the client's local-dir cache."""
+    return path.startswith((".git/", ".cache/huggingface/"))
+
+
+def _parse_pairs(values: list[str], separator: str, what: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        left, sep, right = value.partition(separator)
+        if not sep or not left or not right:
+            raise SystemExit(f"--{what} expects A{separator}B, got {value!r}")
+        pairs.append((left, right))
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m quantforge.hub_server`: serve until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(
+        prog="python -m quantforge.hub_server",
+        description="A Hugging Face Hub-compatible server on 127.0.0.1 (clients set HF_HUB_DISABLE_XET=1)."
+        " Prints one line HF_ENDPOINT=http://127.0.0.1:PORT once listening; stops on SIGTERM or SIGINT.",
+    )
+    parser.add_argument("--root", type=Path, required=True, help="Folder holding repos, commits and blobs.")
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port).")
+    parser.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="TOKEN:USER",
+        help="Accept this token as USER (repeatable).",
+    )
+    parser.add_argument(
+        "--seed",
+        action="append",
+        default=[],
+        metavar="REPO_ID=FOLDER",
+        help="Commit FOLDER to model REPO_ID first.",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="Log every request (method, path, status) to stderr."
+    )
+    args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    hub = HubServer(
+        args.root, dict(_parse_pairs(args.token, ":", "token")), port=args.port, verbose=args.verbose
+    )
+    with hub:
+        for repo_id, folder in _parse_pairs(args.seed, "=", "seed"):
+            hub.seed_repo(repo_id, folder)
+        print(f"HF_ENDPOINT={hub.url}", flush=True)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
