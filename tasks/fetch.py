@@ -5,18 +5,23 @@ import json
 import math
 from pathlib import Path
 
-from huggingface_hub import hf_hub_download, snapshot_download
+from huggingface_hub import constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
+    HfHubHTTPError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import filter_repo_objects
+from jinja2.exceptions import SecurityError
 from prefect import task
 from pydantic import BaseModel
+from transformers.utils.chat_template_utils import render_jinja_template
 
-from quantforge.errors import QuantforgeError
+from quantforge.atomic import require_free_space
+from quantforge.errors import QuantforgeError, TransientError
 from quantforge.hub import hub_api
-from quantforge.retries import only_io_errors
+from quantforge.retries import IO_ERRORS, is_transient, only_io_errors
 from tasks.bundled_model import BUNDLED_NAME, BUNDLED_PREFIX, bundled_model_dir
 
 # What a causal LM needs on disk; weights are taken as safetensors only unless pickles are allowed.
@@ -67,10 +72,17 @@ def fetch_source(
         source = _from_hub(model, revision, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     check_config(source.local_dir / "config.json", source.repo, trust_remote_code=trust_remote_code)
     check_weights(source, allow_pickle=allow_pickle)
+    check_chat_templates(source.local_dir, source.repo)
     return source
 
 
 def _from_directory(folder: Path, label: str) -> SourceModel:
+    root = folder.resolve()
+    for path in folder.rglob("*"):  # a link out of the folder would read (and ship) any file of the host
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            raise QuantforgeError(
+                f"`model`: {path.relative_to(folder)} in {folder} is a symlink out of the folder (refused)"
+            )
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(folder)).encode() + b"\0")
@@ -81,9 +93,9 @@ def _from_directory(folder: Path, label: str) -> SourceModel:
 
 
 def _from_hub(repo: str, revision: str, *, trust_remote_code: bool, allow_pickle: bool) -> SourceModel:
-    api = hub_api()
+    # Gated repos show their metadata to anyone and refuse the first download: both calls are covered.
     try:
-        info = api.model_info(repo, revision=revision, files_metadata=False)
+        return _download(repo, revision, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     except GatedRepoError:
         raise QuantforgeError(f"`model`: {repo!r} is gated: set HF_TOKEN to a token with access") from None
     except RevisionNotFoundError:
@@ -92,7 +104,20 @@ def _from_hub(repo: str, revision: str, *, trust_remote_code: bool, allow_pickle
         raise QuantforgeError(
             f"`model`: repository {repo!r} not found (or private without HF_TOKEN)"
         ) from None
+    except (HfHubHTTPError, *IO_ERRORS) as error:
+        # A dropped connection or a size the server does not deliver; a retry may fix the first.
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        failure = TransientError if is_transient(error) else QuantforgeError
+        raise failure(f"`model`: download of {repo!r} failed: {reason}") from error
+
+
+def _download(repo: str, revision: str, *, trust_remote_code: bool, allow_pickle: bool) -> SourceModel:
+    api = hub_api()
+    info = api.model_info(repo, revision=revision, files_metadata=True)
     names = [s.rfilename for s in info.siblings or []]
+    for name in names:  # the Hub never lists these; a hostile or broken endpoint might
+        if name.startswith("/") or "\\" in name or ".." in name.split("/"):
+            raise QuantforgeError(f"`model`: {repo!r} lists a file path outside the repo: {name!r} (refused)")
     has_safetensors = any(n.endswith(".safetensors") for n in names)
     if not has_safetensors and not allow_pickle:
         pickled = [n for n in names if n.endswith(PICKLED_SUFFIXES)]
@@ -106,6 +131,10 @@ def _from_hub(repo: str, revision: str, *, trust_remote_code: bool, allow_pickle
     config = hf_hub_download(repo, "config.json", revision=info.sha, endpoint=api.endpoint)
     check_config(Path(config), repo, trust_remote_code=trust_remote_code)
     patterns = NEEDED_FILES + ([f"*{s}" for s in PICKLED_SUFFIXES] if not has_safetensors else [])
+    needed = filter_repo_objects(info.siblings or [], allow_patterns=patterns, key=lambda s: s.rfilename)
+    cache = Path(constants.HF_HUB_CACHE)
+    cache.mkdir(parents=True, exist_ok=True)
+    require_free_space(cache, sum(s.size or 0 for s in needed), f"download {repo}@{info.sha[:7]}")
     local = snapshot_download(repo, revision=info.sha, allow_patterns=patterns, endpoint=api.endpoint)
     return SourceModel(repo=repo, sha=info.sha, local_dir=Path(local))
 
@@ -126,6 +155,39 @@ def check_config(config_path: Path, repo: str, *, trust_remote_code: bool) -> No
             f"`model`: architecture {architectures!r} of {repo!r} is not supported "
             f"(supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))})"
         )
+
+
+def check_chat_templates(model_dir: Path, repo: str) -> None:
+    """Render each chat template once in transformers' sandbox: one that reaches for Python internals
+    is refused here, before it is copied into variants that serving hosts render."""
+    for name, template in _chat_templates(model_dir).items():
+        try:
+            render_jinja_template(
+                conversations=[[{"role": "user", "content": "Hello"}]],
+                chat_template=template,
+                add_generation_prompt=True,
+            )
+        except SecurityError as error:
+            raise QuantforgeError(
+                f"`model`: chat template {name!r} of {repo!r} tries unsafe operations ({error}); refused"
+            ) from None
+        except Exception:  # a template that needs other messages is not our concern
+            continue
+
+
+def _chat_templates(model_dir: Path) -> dict[str, str]:
+    """The chat templates a tokenizer carries: in tokenizer_config.json and in *.jinja files."""
+    templates = {path.name: path.read_text() for path in model_dir.glob("*.jinja")}
+    config_path = model_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    template = config.get("chat_template")
+    if isinstance(template, str):
+        templates["tokenizer_config.json"] = template
+    elif isinstance(template, list):
+        for entry in template:
+            if isinstance(entry, dict) and isinstance(entry.get("template"), str):
+                templates[f"tokenizer_config.json:{entry.get('name')}"] = entry["template"]
+    return templates
 
 
 def check_weights(source: SourceModel, *, allow_pickle: bool) -> None:
