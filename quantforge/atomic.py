@@ -27,12 +27,7 @@ def atomic_dir(final: Path, needs_bytes: int = 0, replace_existing: bool = False
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(final)
-    free = shutil.disk_usage(final.parent).free
-    if free < needs_bytes:
-        raise QuantforgeError(
-            f"not enough disk space to write {final}: needs ~{needs_bytes / 2**20:.0f} MiB, "
-            f"{free / 2**20:.0f} MiB free (nothing was written)"
-        )
+    require_free_space(final.parent, needs_bytes, f"write {final}")
     tmp = Path(tempfile.mkdtemp(prefix=_prefix(final), suffix=".partial", dir=final.parent))
     try:
         yield tmp
@@ -51,6 +46,16 @@ def atomic_dir(final: Path, needs_bytes: int = 0, replace_existing: bool = False
         ):
             raise QuantforgeError(f"disk full while writing {final} (nothing was kept)") from None
         raise
+
+
+def require_free_space(folder: Path, needs_bytes: int, what: str) -> None:
+    """Refuse, before anything is written, an operation that cannot fit on `folder`'s disk."""
+    free = shutil.disk_usage(folder).free
+    if free < needs_bytes:
+        raise QuantforgeError(
+            f"not enough disk space to {what}: needs ~{needs_bytes / 2**20:.0f} MiB, "
+            f"{free / 2**20:.0f} MiB free (nothing was written)"
+        )
 
 
 @contextlib.contextmanager

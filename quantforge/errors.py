@@ -3,3 +3,7 @@
 
 class QuantforgeError(Exception):
     """Bad input or an unrecoverable condition, worded for the user (names the field and value)."""
+
+
+class TransientError(QuantforgeError):
+    """A failure a retry may fix (dropped connection, overloaded server), worded for the user all the same."""

@@ -4,7 +4,7 @@ import httpx
 from huggingface_hub.errors import HfHubHTTPError
 from requests import RequestException
 
-from quantforge.errors import QuantforgeError
+from quantforge.errors import QuantforgeError, TransientError
 
 IO_ERRORS = (OSError, httpx.TransportError, RequestException, TimeoutError)
 
@@ -12,7 +12,7 @@ IO_ERRORS = (OSError, httpx.TransportError, RequestException, TimeoutError)
 def is_transient(error: BaseException) -> bool:
     """True for dropped connections, timeouts, HTTP 429 and 5xx; False for everything a retry cannot fix."""
     if isinstance(error, QuantforgeError):
-        return False
+        return isinstance(error, TransientError)
     if isinstance(error, HfHubHTTPError):
         status = error.response.status_code if error.response is not None else None
         return status is None or status == 429 or status >= 500

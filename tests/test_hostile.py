@@ -1,0 +1,95 @@
+"""Hostile source repos, served by the local Hub (which can lie the way a compromised endpoint would):
+each is refused in one line naming the problem, nothing is written outside the cache, no repo code runs.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from quantforge.errors import QuantforgeError
+from quantforge.hub_server import HubServer
+from tasks.fetch import fetch_source
+
+TOKEN = "hf_hostileTestToken"
+CANARY = "quantforge-pwned"
+
+
+def model_folder(folder, **tokenizer_config):
+    """A minimal Llama-shaped repo that fetch accepts as it is."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    save_file({"model.norm.weight": np.ones(8, dtype=np.float32)}, str(folder / "model.safetensors"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    return folder
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    with HubServer(tmp_path / "hub", tokens={TOKEN: "alice"}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.chdir(tmp_path / "hub")  # a relative write by the client would land here
+        yield server
+
+
+def written_outside_the_cache(tmp_path) -> list[str]:
+    """Files anywhere under tmp_path that are not the Hub's storage or the client's cache."""
+    return [
+        str(p.relative_to(tmp_path))
+        for p in tmp_path.rglob("*")
+        if p.is_file() and p.relative_to(tmp_path).parts[0] not in ("hub", "repo")
+    ]
+
+
+@pytest.mark.parametrize("path", ["../../outside.json", "/etc/outside.json", "a/../../outside.json"])
+def test_a_path_out_of_the_repo_is_refused_before_any_download(hub, tmp_path, path):
+    hub.seed_repo("mallory/escape", model_folder(tmp_path / "repo"))
+    hub.plant_file("mallory/escape", path, b"{}")
+    with pytest.raises(QuantforgeError, match=r"^`model`: 'mallory/escape' lists a file path outside"):
+        fetch_source("mallory/escape")
+    assert hub.requests("GET", r"/resolve/") == 0  # refused from the listing alone
+    assert written_outside_the_cache(tmp_path) == []
+
+
+def test_a_size_that_lies_fails_the_download_cleanly(hub, tmp_path):
+    hub.seed_repo("mallory/liar", model_folder(tmp_path / "repo"))
+    hub.plant_file("mallory/liar", "tokenizer.json", b'{"a": 1}', claimed_size=10 * 2**30)  # 10 GB, sends 8 B
+    with pytest.raises(QuantforgeError, match=r"^`model`: download of 'mallory/liar' failed"):
+        fetch_source("mallory/liar")
+    assert written_outside_the_cache(tmp_path) == []
+
+
+def test_a_download_larger_than_the_disk_is_refused_before_it_starts(hub, tmp_path):
+    hub.seed_repo("mallory/huge", model_folder(tmp_path / "repo"))
+    hub.plant_file("mallory/huge", "model-2.safetensors", b"x", claimed_size=2**60)
+    with pytest.raises(QuantforgeError, match=r"^not enough disk space to download mallory/huge@"):
+        fetch_source("mallory/huge")
+    assert hub.requests("GET", r"/resolve/") == 1  # config.json only: nothing big was fetched
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        f"{{% set x = cycler.__init__.__globals__.os.system('touch {CANARY}') %}}",
+    ],
+)
+def test_a_chat_template_reaching_for_python_is_refused_and_never_runs(hub, tmp_path, template):
+    hub.seed_repo("mallory/template", model_folder(tmp_path / "repo", chat_template=template))
+    with pytest.raises(QuantforgeError, match=r"chat template 'tokenizer_config.json' of .* unsafe"):
+        fetch_source("mallory/template")
+    assert not list(tmp_path.rglob(CANARY))
+
+
+def test_a_plain_chat_template_passes(hub, tmp_path):
+    template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
+    hub.seed_repo("acme/chat", model_folder(tmp_path / "repo", chat_template=template))
+    assert fetch_source("acme/chat").repo == "acme/chat"
+
+
+def test_a_local_folder_linking_out_of_itself_is_refused(tmp_path):
+    folder = model_folder(tmp_path / "local")
+    (folder / "tokenizer.json").symlink_to("/etc/passwd")
+    with pytest.raises(QuantforgeError, match=r"tokenizer\.json in .* is a symlink out of the folder"):
+        fetch_source(str(folder))
