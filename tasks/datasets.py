@@ -11,9 +11,10 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict
 
 from quantforge.atomic import atomic_file
-from quantforge.errors import QuantforgeError
+from quantforge.errors import QuantforgeError, TransientError
+from quantforge.hub import hub_endpoint
 from quantforge.paths import data_dir
-from quantforge.retries import only_io_errors
+from quantforge.retries import is_transient, only_io_errors
 
 Role = Literal["calibration", "evaluation"]
 # Hub datasets: (repo, config or data files, split per role). Calibration never reads an evaluation split.
@@ -80,12 +81,20 @@ def _hub_paragraphs(name: str, role: Role) -> list[str]:
 
     entry = HUB_DATASETS[name]
     split = entry[role]
-    if "data_files" in entry:
-        data = datasets.load_dataset(
-            entry["path"], data_files={split: entry["data_files"][split]}, split=split
-        )
-    else:
-        data = datasets.load_dataset(entry["path"], entry["name"], split=split)
+    try:
+        if "data_files" in entry:
+            data = datasets.load_dataset(
+                entry["path"], data_files={split: entry["data_files"][split]}, split=split
+            )
+        else:
+            data = datasets.load_dataset(entry["path"], entry["name"], split=split)
+    except Exception as error:  # datasets words an unreachable Hub many ways; the user needs one line
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        failure = TransientError if is_transient(error) else QuantforgeError
+        raise failure(
+            f"`{role}`: could not load {name!r} ({entry['path']}) from {hub_endpoint()}: {reason} "
+            "(offline? pass a local .txt/.jsonl file or folder instead)"
+        ) from error
     return [t.strip() for t in data["text"] if t.strip()]
 
 

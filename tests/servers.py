@@ -71,7 +71,9 @@ class Service:
 class MlflowServer(Service):
     """`mlflow server` on sqlite with served artifacts under `root`; restartable on the same data."""
 
-    def __init__(self, root: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, root: Path, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.health_url = f"{self.url}/health"
@@ -91,7 +93,7 @@ class MlflowServer(Service):
             "1",
             *extra_args,
         ]
-        super().__init__(root, command)
+        super().__init__(root, command, {**os.environ, **env} if env else None)
 
 
 class PrefectServer(Service):

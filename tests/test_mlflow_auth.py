@@ -1,0 +1,105 @@
+"""MLflow behind basic authentication (`mlflow server --app-name basic-auth`): the credentials come from
+MLFLOW_TRACKING_USERNAME/PASSWORD, wrong ones fail in one line before anything is made, and the
+password is written nowhere.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.quantize import quantize_flow
+from registry.tracking import mlflow_client
+from tasks.request import QuantizeRequest
+from tests.conftest import EVALUATION_TEXT
+from tests.models import tiny_model
+from tests.servers import MlflowServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.model]
+
+PASSWORD = "canary-Pa55w0rd-9c1d7e"
+QUANTFORGE = str(Path(sys.executable).with_name("quantforge"))
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-auth")
+    config = root / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'auth.db'}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    env = {
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-csrf-key",
+    }
+    with MlflowServer(root, ("--app-name", "basic-auth"), env) as server:
+        yield server
+
+
+def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [QUANTFORGE, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_registers_and_pulls_with_credentials_and_refuses_wrong_ones(
+    auth_server, bundled_model, prefect_harness, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", auth_server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    model = tiny_model("llama", tmp_path / "guarded-llama", bundled_model)
+    request = QuantizeRequest(
+        model=str(model),
+        recipes="quick",
+        only=["int8-asym"],
+        evaluation=str(EVALUATION_TEXT),
+        max_eval_windows=2,
+        new_tokens=4,
+        output_dir=tmp_path / "output",
+    )
+    (result,) = quantize_flow(request).variants
+    assert result.model_version == 1
+    spec = f"{result.model_name}@candidate"
+
+    wrong = {
+        "MLFLOW_TRACKING_URI": auth_server.url,
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": "not-the-password",
+        "QUANTFORGE_HOME": str(tmp_path / "host"),
+    }
+    refused = cli("pull", spec, env=wrong)
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"error: MLflow at {auth_server.url} failed:") and "401" in line
+    assert not (tmp_path / "host" / "pulled").exists()
+
+    evaluation = ("--eval", str(EVALUATION_TEXT), "--max-eval-windows", "2")
+    refused_run = cli(
+        "run", str(model), "--recipes", "quick", *evaluation, "--output", str(tmp_path / "o2"), env=wrong
+    )
+    assert refused_run.returncode == 2, refused_run.stderr[-3000:]
+    (line,) = [line for line in refused_run.stderr.splitlines() if line.startswith("error:")]
+    assert "401" in line
+    assert [v.version for v in mlflow_client().search_model_versions()] == ["1"]  # nothing more made
+
+    pulled = cli("pull", spec, env={**wrong, "MLFLOW_TRACKING_PASSWORD": PASSWORD})
+    assert pulled.returncode == 0, pulled.stderr[-2000:]
+    assert (Path(pulled.stdout.strip()) / "openvino_model.xml").exists()
+
+    leaks = [
+        str(p)
+        for folder in (tmp_path, Path(os.environ["QUANTFORGE_HOME"]))
+        for p in folder.rglob("*")
+        if p.is_file() and PASSWORD.encode() in p.read_bytes()
+    ]
+    assert leaks == []
+    runs = mlflow_client().search_runs([mlflow_client().get_experiment_by_name("quantforge").experiment_id])
+    assert all(PASSWORD not in str(run.data) for run in runs)
