@@ -28,6 +28,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -355,6 +356,7 @@ class Fault:
     times: int = 1
     retry_after: int | None = None
     drop_connection: bool = False
+    throttle_bps: int | None = None  # instead of failing: answer, but move the body at this rate
 
 
 class Control:
@@ -468,11 +470,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.status = 0
+        self.throttle_bps: int | None = None
         self.body_read = False
         path = url.path
         try:
             fault = None if path in CONTROL else self.app.control.take(self.command, path)
-            if fault is not None:
+            if fault is not None and fault.throttle_bps:
+                self.throttle_bps = fault.throttle_bps
+                self._route(path)
+            elif fault is not None:
                 self._fail(fault)
             else:
                 self._route(path)
@@ -502,6 +508,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     getattr(self, f"_r_{name}")(**params)
                     return
                 allowed = True
+        self._read_body()  # so the connection stays usable: clients probe endpoints this server lacks
         raise HubError(405 if allowed else 404, f"{self.command} {path}: no such endpoint")
 
     def _fail(self, fault: Fault) -> None:
@@ -516,7 +523,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """The request body by Content-Length or chunked transfer encoding (httpx streams files so)."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                yield self.rfile.read(size)
+                yield self._throttled(self.rfile.read(size))
                 self.rfile.readline()
             while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
                 pass
@@ -527,8 +534,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if not chunk:
                     raise HubError(400, "request body ended early", "BadRequest")
                 remaining -= len(chunk)
-                yield chunk
+                yield self._throttled(chunk)
         self.body_read = True  # only once all of it is read: otherwise the connection is closed
+
+    def _throttled(self, chunk: bytes) -> bytes:
+        """`chunk`, after the time it takes at the injected rate (no rate: at once)."""
+        if self.throttle_bps:
+            time.sleep(len(chunk) / self.throttle_bps)
+        return chunk
 
     def _read_body(self) -> bytes:
         return b"".join(self._body_chunks())
@@ -548,6 +561,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if not self.body_read:  # the unread body ends this connection: say so, or the client reuses it
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":  # HEAD: the Content-Length of the GET, no body
             self.wfile.write(body)
@@ -937,7 +952,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             source.seek(start)
             remaining = end - start + 1
             while remaining > 0 and (chunk := source.read(min(CHUNK, remaining))):
-                self.wfile.write(chunk)
+                self.wfile.write(self._throttled(chunk))
                 remaining -= len(chunk)
         if remaining:  # a size that lies (`plant_file`): hang up short of it, as a broken Hub would
             self.close_connection = True
@@ -1156,11 +1171,15 @@ class HubServer:
         times: int = 1,
         retry_after: int | None = None,
         drop_connection: bool = False,
+        throttle_bps: int | None = None,
     ) -> None:
-        """The next `times` requests matching method and path regex get `status` or a dropped connection."""
+        """The next `times` requests matching method and path regex get `status`, a dropped connection,
+        or (with `throttle_bps`) their normal answer with the body moving at that many bytes/s."""
         if status == 429 and retry_after is None:
             retry_after = 1
-        self.control.add(Fault(method, path_pattern, status, times, retry_after, drop_connection))
+        self.control.add(
+            Fault(method, path_pattern, status, times, retry_after, drop_connection, throttle_bps)
+        )
 
     def clear_faults(self) -> None:
         """Remove every pending fault."""

@@ -4,10 +4,12 @@ import os
 
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")  # plain LFS uploads; read when huggingface_hub is imported
 
+import http.client
 import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -361,3 +363,27 @@ def test_repo_info_counts_safetensors_parameters(hub, api, tmp_path):
     assert info.safetensors.total == 17 and info.safetensors.parameters == {"F32": 12, "F16": 5}
     [listed] = api.list_models(author="acme", expand=["sha", "safetensors"])
     assert listed.safetensors.total == 17 and listed.sha == info.sha
+
+
+def test_throttled_download_is_slow_but_complete(hub, api, tmp_path):
+    folder = model_folder(tmp_path / "v1")
+    hub.seed_repo(REPO, folder)
+    hub.inject_fault(method="GET", path_pattern=r"/resolve/.*safetensors", throttle_bps=4 * 2**20)
+    started = time.monotonic()
+    path = hf_hub_download(REPO, "model.safetensors", endpoint=hub.url, cache_dir=tmp_path / "cache")
+    assert time.monotonic() - started >= 0.4  # 2 MiB at 4 MiB/s
+    assert Path(path).read_bytes() == (folder / "model.safetensors").read_bytes()
+
+
+def test_a_probe_of_an_unknown_endpoint_keeps_the_connection_usable(hub, api):
+    api.create_repo(REPO)
+    connection = http.client.HTTPConnection("127.0.0.1", int(hub.url.rsplit(":", 1)[1]), timeout=10)
+    try:
+        for path in ("/api/no-such-endpoint", f"/api/models/{REPO}", "/api/no-such-endpoint"):
+            connection.request("GET", path)  # one socket throughout: a silent close would fail here
+            response = connection.getresponse()
+            response.read()
+            assert response.status in (200, 404) and response.getheader("Connection") != "close"
+            time.sleep(0.1)
+    finally:
+        connection.close()
