@@ -153,7 +153,9 @@ def evaluation_windows(spec: str, tokenizer_dir: Path, window: int, max_windows:
             f"`evaluation`: {spec!r} has {len(ids)} tokens, fewer than one window of {window}"
         )
     windows = ids[: count * window].reshape(count, window)
-    return TokenSet(spec=spec, role="evaluation", windows=windows, content_hash=content_hash)
+    return TokenSet(
+        spec=spec, role="evaluation", windows=windows, content_hash=_windows_hash(content_hash, windows)
+    )
 
 
 def calibration_samples(
@@ -173,8 +175,20 @@ def calibration_samples(
     starts = np.random.default_rng(seed).integers(0, len(ids) - seq_len + 1, size=num_samples)
     windows = np.stack([ids[s : s + seq_len] for s in starts])
     return TokenSet(
-        spec=spec, role="calibration", windows=windows, content_hash=content_hash, overlap_removed=removed
+        spec=spec,
+        role="calibration",
+        windows=windows,
+        content_hash=_windows_hash(content_hash, windows),
+        overlap_removed=removed,
     )
+
+
+def _windows_hash(text_hash: str, windows: np.ndarray) -> str:
+    """Identity of exactly these token windows: the text (and tokenizer) they come from, their count,
+    length and positions. Two requests that sample or cut the same text differently never share it."""
+    digest = hashlib.sha256(f"{text_hash}|{windows.shape}|{windows.dtype}".encode())
+    digest.update(np.ascontiguousarray(windows).tobytes())
+    return digest.hexdigest()
 
 
 evaluation_windows_task = task(

@@ -71,12 +71,25 @@ def test_too_short_evaluation_text_is_refused(bundled_model, tmp_path):
 
 def test_token_ids_are_cached_by_content_hash(bundled_model, quantforge_home, tmp_path):
     text = tmp_path / "text.txt"
-    text.write_text(EVALUATION_TEXT.read_text())
+    text.write_text(EVALUATION_TEXT.read_text() + f"\n\nA paragraph no other test has: {tmp_path}.")
+    before = set((quantforge_home / "datasets").glob("*.npy"))
     first = evaluation_windows(str(text), bundled_model, 128, 4)
-    cached = quantforge_home / "datasets" / f"{first.content_hash}.npy"
-    assert cached.exists()
+    (cached,) = set((quantforge_home / "datasets").glob("*.npy")) - before
     cached.write_bytes(cached.read_bytes()[:100])  # a truncated cache file must be rebuilt, not trusted
     again = evaluation_windows(str(text), bundled_model, 128, 4)
     assert np.array_equal(first.windows, again.windows)
     text.write_text(text.read_text() + "\n\nOne more paragraph changes the hash.")
     assert evaluation_windows(str(text), bundled_model, 128, 4).content_hash != first.content_hash
+
+
+def test_windows_cut_or_sampled_differently_have_different_hashes(bundled_model):
+    """The hash names the exact token windows: a record measured on 4 windows never stands for 3."""
+    four = evaluation_windows(str(EVALUATION_TEXT), bundled_model, 128, 4)
+    assert evaluation_windows(str(EVALUATION_TEXT), bundled_model, 128, 4).content_hash == four.content_hash
+    assert evaluation_windows(str(EVALUATION_TEXT), bundled_model, 128, 3).content_hash != four.content_hash
+    assert evaluation_windows(str(EVALUATION_TEXT), bundled_model, 256, 2).content_hash != four.content_hash
+    text = (str(CALIBRATION_TEXT), str(EVALUATION_TEXT), bundled_model)
+    samples = calibration_samples(*text, num_samples=8, seq_len=64, seed=0)
+    assert calibration_samples(*text, num_samples=8, seq_len=64, seed=0).content_hash == samples.content_hash
+    for other in ({"num_samples": 9, "seed": 0}, {"num_samples": 8, "seed": 1}):
+        assert calibration_samples(*text, seq_len=64, **other).content_hash != samples.content_hash
