@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from quantforge.atomic import atomic_dir, discard
+from quantforge.locks import identity_lock
 from quantforge.manifest import is_intact, write_checksums
 from quantforge.paths import data_dir
 from tasks.fetch import SourceModel, parameter_count
@@ -32,14 +33,16 @@ class BaselineIR(BaseModel):
 def export_baseline(source: SourceModel, dtype: Literal["fp16", "fp32"] = "fp16") -> BaselineIR:
     """Export once; a complete IR already in the cache is returned as is."""
     target = data_dir() / "ir" / source.cache_key / f"{dtype}-{toolchain_hash()[:12]}"
-    if is_intact(target):
-        return BaselineIR(path=target, dtype=dtype, reused=True)
-    discard(target)  # truncated or altered since it was written: rebuilt, never trusted
-    bytes_per_weight = 2 if dtype == "fp16" else 4
-    needs_bytes = int(parameter_count(source.local_dir) * bytes_per_weight * 1.1) + 32 * 2**20
-    with measure() as usage, atomic_dir(target, needs_bytes) as tmp:
-        _export(source.local_dir, tmp, dtype)
-        write_checksums(tmp)
+    # Two runs on this host (two requests for one model) export once: the second waits, then reuses.
+    with identity_lock(f"ir--{source.cache_key}--{target.name}"):
+        if is_intact(target):
+            return BaselineIR(path=target, dtype=dtype, reused=True)
+        discard(target)  # truncated or altered since it was written: rebuilt, never trusted
+        bytes_per_weight = 2 if dtype == "fp16" else 4
+        needs_bytes = int(parameter_count(source.local_dir) * bytes_per_weight * 1.1) + 32 * 2**20
+        with measure() as usage, atomic_dir(target, needs_bytes) as tmp:
+            _export(source.local_dir, tmp, dtype)
+            write_checksums(tmp)
     return BaselineIR(
         path=target, dtype=dtype, reused=False, export_seconds=usage.seconds, peak_rss_mb=usage.peak_rss_mb
     )

@@ -44,7 +44,7 @@ class Service:
             try:
                 if requests.get(self.health_url, timeout=2).ok:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy starting
                 pass
             time.sleep(0.3)
         if self.health_url:
@@ -128,6 +128,14 @@ class PrefectServer(Service):
 class PrefectWorker(Service):
     """`prefect worker start` polling `pool`; its flow runs inherit `env`."""
 
-    def __init__(self, root: Path, server: PrefectServer, pool: str, name: str, env: dict[str, str]) -> None:
-        command = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name]
+    def __init__(
+        self,
+        root: Path,
+        server: PrefectServer,
+        pool: str,
+        name: str,
+        env: dict[str, str],
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        command = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name, *extra_args]
         super().__init__(root / name, command, {**os.environ, **server.client_env, **env})
