@@ -50,3 +50,18 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def files_containing(secret: str, *folders: Path) -> list[str]:
+    """Files under `folders`, and the Prefect database in use (flow parameters, logs, artifacts), whose
+    bytes contain `secret`."""
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+
+    database = (PREFECT_API_DATABASE_CONNECTION_URL.value() or "").partition(":///")[2]
+    places = [*folders, *([Path(database).parent] if database else [])]
+    return [
+        str(path)
+        for folder in places
+        for path in folder.rglob("*")
+        if path.is_file() and secret.encode() in path.read_bytes()
+    ]

@@ -20,7 +20,7 @@ from quantforge.errors import QuantforgeError
 from quantforge.hub_server import HubServer
 from registry.tracking import mlflow_client
 from tasks.request import QuantizeRequest
-from tests.conftest import EVALUATION_TEXT
+from tests.conftest import EVALUATION_TEXT, files_containing
 from tests.models import tiny_model
 from tests.servers import MlflowServer
 
@@ -244,13 +244,7 @@ def test_mlflow_stopped_mid_run_fails_clearly_and_registers_nothing(services, bu
 def test_the_token_is_written_nowhere(services, chain, capfd):
     hub, _, root = services
     out, err = capfd.readouterr()
-    leaks = [
-        str(path)
-        for folder in (root, Path(os.environ["QUANTFORGE_HOME"]))
-        for path in folder.rglob("*")
-        if path.is_file() and TOKEN.encode() in path.read_bytes()
-    ]
-    assert leaks == []
+    assert files_containing(TOKEN, root, Path(os.environ["QUANTFORGE_HOME"])) == []
     assert TOKEN not in out + err
     client = mlflow_client()
     experiment = client.get_experiment_by_name("quantforge")

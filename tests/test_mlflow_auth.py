@@ -13,7 +13,7 @@ import pytest
 from flows.quantize import quantize_flow
 from registry.tracking import mlflow_client
 from tasks.request import QuantizeRequest
-from tests.conftest import EVALUATION_TEXT
+from tests.conftest import EVALUATION_TEXT, files_containing
 from tests.models import tiny_model
 from tests.servers import MlflowServer
 
@@ -94,12 +94,6 @@ def test_registers_and_pulls_with_credentials_and_refuses_wrong_ones(
     assert pulled.returncode == 0, pulled.stderr[-2000:]
     assert (Path(pulled.stdout.strip()) / "openvino_model.xml").exists()
 
-    leaks = [
-        str(p)
-        for folder in (tmp_path, Path(os.environ["QUANTFORGE_HOME"]))
-        for p in folder.rglob("*")
-        if p.is_file() and PASSWORD.encode() in p.read_bytes()
-    ]
-    assert leaks == []
+    assert files_containing(PASSWORD, tmp_path, Path(os.environ["QUANTFORGE_HOME"])) == []
     runs = mlflow_client().search_runs([mlflow_client().get_experiment_by_name("quantforge").experiment_id])
     assert all(PASSWORD not in str(run.data) for run in runs)
