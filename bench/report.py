@@ -1,4 +1,4 @@
-"""docs/benchmarks.md (and its scaling plot) from one bench/run_all.py result."""
+"""docs/benchmarks.md (and its scaling plot) from one `python -m bench.run_all` result."""
 
 import math
 from pathlib import Path

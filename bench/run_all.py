@@ -1,7 +1,7 @@
 """quantforge against the by-hand way, and its models against PyTorch: every figure of
 docs/benchmarks.md in one command. Writes bench/results/<UTC time>.json and regenerates the doc.
 
-    .venv/bin/python bench/run_all.py [--repeats 2] [--sweep-repeats 1] [--scaling 135m,0.5b,1b]
+    .venv/bin/python -m bench.run_all [--repeats 2] [--sweep-repeats 1] [--scaling 135m,0.5b,1b]
 
 Comparisons alternate A and B inside this one session and report medians. Each measured command runs
 in a fresh subprocess; peak memory is the whole process tree's RSS sampled every 50 ms.

@@ -36,7 +36,9 @@ def test_export_that_cannot_fit_is_refused_before_it_starts(bundled_model, small
     monkeypatch.setenv("QUANTFORGE_HOME", str(small_disk))
     with pytest.raises(QuantforgeError, match=r"not enough disk space .* needs ~\d+ MiB, \d+ MiB free"):
         export_baseline(source, "fp16")
-    assert [p for p in small_disk.rglob("*") if p.is_file()] == []
+    written = [p for p in small_disk.rglob("*") if p.is_file()]
+    assert [p for p in written if p.parent.name != "locks"] == []  # only the (empty) export lock file
+    assert all(p.stat().st_size == 0 for p in written)
 
 
 def test_disk_that_fills_mid_write_is_clear_and_leaves_nothing(small_disk):
