@@ -14,6 +14,7 @@ import argparse
 import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
 import hmac
 import http.server
@@ -332,18 +333,26 @@ def _parameters(store: Store, tree: dict) -> dict[str, int]:
     """Weight elements per dtype in the tree's safetensors files, from their headers (as the Hub shows)."""
     counts: dict[str, int] = {}
     for path, entry in tree.items():
-        if not path.endswith(".safetensors"):
-            continue
-        with store.blob_path(entry["sha256"]).open("rb") as blob:
-            length = int.from_bytes(blob.read(8), "little")
-            try:
-                header = json.loads(blob.read(length)) if length + 8 <= entry["size"] else {}
-            except ValueError:
-                header = {}  # not a safetensors file after all: nothing to count
-        for name, tensor in header.items():
-            if name != "__metadata__":
-                counts[tensor["dtype"]] = counts.get(tensor["dtype"], 0) + math.prod(tensor["shape"])
+        if path.endswith(".safetensors"):
+            for dtype, count in _blob_parameters(store.blob_path(entry["sha256"]), entry["size"]):
+                counts[dtype] = counts.get(dtype, 0) + count
     return counts
+
+
+@functools.lru_cache(maxsize=1024)
+def _blob_parameters(blob: Path, size: int) -> tuple[tuple[str, int], ...]:
+    """(dtype, elements) per tensor of one safetensors blob; blobs never change, so read each once."""
+    with blob.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        try:
+            header = json.loads(handle.read(length)) if length + 8 <= size else {}
+        except ValueError:
+            header = {}  # not a safetensors file after all: nothing to count
+    return tuple(
+        (tensor["dtype"], math.prod(tensor["shape"]))
+        for name, tensor in header.items()
+        if name != "__metadata__"
+    )
 
 
 @dataclass
