@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 from importlib.metadata import Distribution, version
 
 from tasks.ipex_env import ipex_site_packages
@@ -25,12 +26,15 @@ def toolchain(backend: str = "openvino") -> dict[str, str]:
     """Installed versions of the packages that decide the backend's bytes (IPEX's from its own env)."""
     packages = BYTE_CHANGING_PACKAGES[backend]
     if backend == "ipex":
-        found = {
-            d.metadata["Name"].lower(): d.version
-            for d in Distribution.discover(path=[str(ipex_site_packages())])
-        }
+        installed = Distribution.discover(path=[str(ipex_site_packages())])
+        found = {_normalized(d.metadata["Name"]): d.version for d in installed}
         return {name: found[name] for name in packages}
     return {name: version(name) for name in packages}
+
+
+def _normalized(name: str) -> str:
+    """PEP 503 name: IPEX's metadata says `intel_extension_for_pytorch`."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def toolchain_hash(backend: str = "openvino") -> str:
