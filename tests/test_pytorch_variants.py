@@ -34,10 +34,25 @@ def ipex_env() -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(ipex_env, bundled_model, prefect_harness, tmp_path_factory):
+def cpu_has_bf16(ipex_env) -> bool:
+    """IPEX's bf16 needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT (an AVX2-only CPU has neither)."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from workers.ipex_worker import cpu_has_bf16; print(cpu_has_bf16())"
+    )
+    done = subprocess.run(
+        [str(ipex_env), "-c", script, str(REPO_ROOT)], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip().splitlines()[-1] == "True"
+
+
+@pytest.fixture(scope="module")
+def run(ipex_env, cpu_has_bf16, bundled_model, prefect_harness, tmp_path_factory):
     """The `pytorch` set plus OpenVINO INT8, in one request: one report with all three backends."""
     folder = tmp_path_factory.mktemp("pytorch-variants")
     recipes = yaml.safe_load((RECIPE_SETS_DIR / "pytorch.yaml").read_text())
+    if not cpu_has_bf16:  # see test_ipex_bf16_is_refused_in_one_line_on_a_cpu_without_bf16
+        recipes["recipes"] = [r for r in recipes["recipes"] if r["name"] != "ipex-bf16"]
     recipes["recipes"].append({"name": "int8-asym", "bits": 8})
     (folder / "side-by-side.yaml").write_text(yaml.safe_dump(recipes))
     request = QuantizeRequest(
@@ -73,7 +88,8 @@ def test_every_variant_is_made_measured_and_gated(run):
         assert result.verdict.passed == all(r.startswith("pass") for r in result.verdict.reasons)
         assert (result.model_version is not None) == result.verdict.passed
     for name in ("ipex-bf16", "ipex-woq-int8", "torchao-int8", "int8-asym"):
-        assert variants[name].ppl_increase_pct < 2.0 and variants[name].verdict.passed, name
+        if name in variants:
+            assert variants[name].ppl_increase_pct < 2.0 and variants[name].verdict.passed, name
     # W8A8 is gated at +5 % like OpenVINO's; whatever it measures, a failure is recorded, not registered
     assert variants["ipex-smoothquant-int8"].verdict.passed == (
         variants["ipex-smoothquant-int8"].ppl_increase_pct <= 5.0
@@ -126,3 +142,31 @@ def test_torchao_artifact_loads_quantized_in_transformers(run):
     model = AutoModelForCausalLM.from_pretrained(by_name(run)["torchao-int8"].path)
     weight = model.model.layers[0].mlp.up_proj.weight
     assert type(weight).__name__ == "Int8Tensor" and weight.qdata.dtype == torch.int8
+
+
+def test_ipex_toolchain_is_read_from_its_own_environment(ipex_env):
+    from tasks.toolchain import toolchain
+
+    assert toolchain("ipex") == {
+        "intel-extension-for-pytorch": "2.8.0",
+        "transformers": "4.51.3",
+        "torch": "2.8.0",
+    }
+
+
+def test_ipex_bf16_is_made_where_the_cpu_supports_it(run, cpu_has_bf16):
+    if not cpu_has_bf16:
+        pytest.skip("this CPU has no AVX-512 BW/VL/DQ or AVX-NE-CONVERT: IPEX cannot run bf16 here")
+    assert by_name(run)["ipex-bf16"].verdict.passed
+
+
+def test_ipex_bf16_is_refused_in_one_line_on_a_cpu_without_bf16(cpu_has_bf16, bundled_model):
+    if cpu_has_bf16:
+        pytest.skip("this CPU runs IPEX bf16 (see test_ipex_bf16_is_made_where_the_cpu_supports_it)")
+    from tasks.pytorch_backends import run_ipex_worker
+    from tasks.recipes import Recipe, to_ipex_spec
+
+    spec = {"action": "variant", "model_dir": str(bundled_model), "evaluation": "unused.npy"}
+    spec |= {"output_dir": "unused", "ipex": to_ipex_spec(Recipe(name="bf16", backend="ipex", bits=16))}
+    with pytest.raises(Exception, match=r"IPEX worker failed \(variant\): bf16 needs a CPU with AVX-512"):
+        run_ipex_worker(spec)

@@ -101,6 +101,11 @@ def quantize(model_dir: Path, spec: dict, calibration: np.ndarray | None, work: 
     """The optimized model, made as the IPEX articles do; its traced graph is `model.trace_graph`."""
     import intel_extension_for_pytorch as ipex
 
+    if spec["mode"] == "bf16" and not cpu_has_bf16():
+        raise SystemExit(
+            "bf16 needs a CPU with AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT, which this one lacks: "
+            "ipex.llm.optimize prepacks bf16 weights and IPEX offers no other bf16 path"
+        )
     model = load_fp32(model_dir)
     if spec["mode"] != "smoothquant":
         return ipex.llm.optimize(model, dtype=_dtype(spec), quantization_config=_qconfig(spec))
@@ -166,15 +171,21 @@ def weight_shares(spec: dict, config) -> dict:
     return {"int4": 0.0, "int8": 0.0, "float": embedding / total} | {kind: linear / total}
 
 
+def cpu_has_bf16() -> bool:
+    """Whether IPEX's bf16 path can run on this CPU."""
+    import intel_extension_for_pytorch as ipex
+
+    return bool(ipex._C.onednn_has_bf16_support())
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(spec: dict) -> dict:
     model_dir = Path(spec["model_dir"])
-    evaluation = np.load(spec["evaluation"])
     if spec["action"] == "baseline":
-        return {"perplexity": torch_runtime.perplexity(load_fp32(model_dir), evaluation)}
+        return {"perplexity": torch_runtime.perplexity(load_fp32(model_dir), np.load(spec["evaluation"]))}
     out = Path(spec["output_dir"])
     calibration = np.load(spec["calibration"]) if spec.get("calibration") else None
     started = time.perf_counter()
@@ -186,7 +197,9 @@ def run(spec: dict) -> dict:
     served = load_ipex_variant(out)
     graph = served.trace_graph.optimized_model
     return {
-        "perplexity": torch_runtime.perplexity(GraphForward(graph, served.config), evaluation),
+        "perplexity": torch_runtime.perplexity(
+            GraphForward(graph, served.config), np.load(spec["evaluation"])
+        ),
         "speed": torch_runtime.decode_speed(served, np.asarray(spec["prompt_ids"]), spec["new_tokens"]),
         "weights": weight_shares(spec["ipex"], served.config),
         "quantize_seconds": quantize_seconds,
