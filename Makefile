@@ -1,11 +1,15 @@
-# The two commands of the README. Both create (or reuse) the virtual environment in .venv/.
+# The two commands of the README. Both create (or reuse) the virtual environment in .venv/
+# (`make install WITH_IPEX=1` also creates .venv-ipex/ for the `ipex` backend).
 PYTHON ?= python3.11
 VENV := .venv
 # Real English text from the base system: calibrate on one license, evaluate on another.
 CALIBRATION_TEXT := /usr/share/common-licenses/GPL-2
 EVALUATION_TEXT := /usr/share/common-licenses/GPL-3
 
-.PHONY: install demo test
+# IPEX 2.8 (archived) pins torch 2.8 and transformers 4.51: it gets its own environment, made on request.
+IPEX_VENV := .venv-ipex
+
+.PHONY: install demo test ipex-env
 
 # Every package at the exact version in requirements.lock, without dependency resolution: the lock
 # already is the resolution (it drops torchvision, which optimum-intel names but LLM export never uses).
@@ -15,7 +19,15 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(if $(WITH_IPEX),ipex-env)
+
+# The `ipex` backend's environment (~7 GB, a few minutes): every package of requirements-ipex.lock, no resolution.
+$(IPEX_VENV)/.installed: requirements-ipex.lock
+	test -x $(IPEX_VENV)/bin/python || $(PYTHON) -m venv $(IPEX_VENV)
+	$(IPEX_VENV)/bin/pip install --quiet --no-deps -r requirements-ipex.lock
+	touch $@
+
+ipex-env: $(IPEX_VENV)/.installed
 
 demo: install
 	$(VENV)/bin/quantforge demo --recipes default \

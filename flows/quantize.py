@@ -34,6 +34,13 @@ from tasks.gate import Verdict, effective_limits, judge
 from tasks.model_card import model_card
 from tasks.output import check_writable, publish_output_task
 from tasks.publish import hub_repo_id, publish_variant_task
+from tasks.pytorch_backends import (
+    check_baseline_agreement,
+    ipex_baseline_task,
+    make_ipex_variant_task,
+    make_torchao_variant_task,
+    measure_pytorch_task,
+)
 from tasks.quantize import is_complete, quantize_variant_task, variant_dir, variant_identity
 from tasks.recipes import Recipe
 from tasks.report import RunReport, VariantResult, best_passing, pareto_front
@@ -77,13 +84,19 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
             for r in recipes
             if (record := _reusable(lookup_task(identities[r.name], evaluation.content_hash), r, request))
         }
-        baseline_ir, lineage = None, None
+        baseline_ir, lineage, pytorch_lineage, ipex_ppl = None, None, None, None
         results = []
-        work_to_do = len(reusable) < len(recipes)
+        to_make = [r for r in recipes if r.name not in reusable]
+        work_to_do = bool(to_make)
         # The heavy part holds this host's memory slots (Prefect global concurrency limit), if any.
         with reserved_memory(parameter_count(source.local_dir)) if work_to_do else contextlib.nullcontext():
             if work_to_do:
                 baseline_ir, lineage = _measure_baseline(source, evaluation, request)
+            if any(r.backend != "openvino" for r in to_make):
+                pytorch_lineage = _measure_pytorch_baseline(source, evaluation, request)
+            if any(r.backend == "ipex" for r in to_make):
+                ipex_ppl = ipex_baseline_task(source, evaluation).ppl
+                check_baseline_agreement(ipex_ppl, pytorch_lineage.baseline.perplexity.ppl)
             for recipe in recipes:
                 with identity_lock(identities[recipe.name]):  # a concurrent run on this host may make it
                     record = reusable.get(recipe.name) or _reusable(
@@ -92,24 +105,41 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
                     if record is not None:
                         results.append(_reused_result(record, recipe, request, source, calibration))
                         continue
+                    variant_lineage = lineage if recipe.backend == "openvino" else pytorch_lineage
                     results.append(
                         _make_variant(
-                            recipe, source, baseline_ir, calibration, evaluation, lineage, mlflow_run, request
+                            recipe,
+                            source,
+                            baseline_ir,
+                            calibration,
+                            evaluation,
+                            variant_lineage,
+                            mlflow_run,
+                            request,
                         )
                     )
         baseline = lineage or next(iter(reusable.values())).lineage
+        pytorch_baseline = pytorch_lineage or next(
+            (reusable[r.name].lineage for r in recipes if r.backend != "openvino" and r.name in reusable),
+            None,
+        )
+        baselines = {"openvino": baseline.baseline}
+        if pytorch_baseline is not None:
+            baselines["pytorch"] = pytorch_baseline.baseline
         publish_failures = []
         if request.hub_namespace:
-            publish_failures = _publish(results, baseline.baseline, request)
+            publish_failures = _publish(results, baselines, request)
         report = RunReport(
             source_repo=source.repo,
             source_sha=source.sha,
-            toolchain=toolchain(),
+            toolchain=_run_toolchain(recipes),
             evaluation=request.evaluation,
             evaluation_hash=evaluation.content_hash,
             eval_tokens=evaluation.tokens,
             calibration=request.calibration if calibration is not None else None,
             baseline=baseline.baseline,
+            pytorch_baseline=baselines.get("pytorch"),
+            ipex_baseline_ppl=ipex_ppl,
             export_seconds=baseline_ir.export_seconds if baseline_ir else 0.0,
             export_reused=baseline_ir is None or baseline_ir.reused,
             mlflow_run_id=mlflow_run,
@@ -154,6 +184,27 @@ def _measure_baseline(
     return baseline_ir, lineage
 
 
+def _run_toolchain(recipes: list[Recipe]) -> dict[str, str]:
+    """This environment's versions for the run's backends, plus the IPEX environment's, prefixed."""
+    versions = {}
+    for backend in dict.fromkeys(["openvino", *(r.backend for r in recipes)]):
+        prefix = "ipex-env:" if backend == "ipex" else ""
+        versions |= {prefix + name: version for name, version in toolchain(backend).items()}
+    return versions
+
+
+def _measure_pytorch_baseline(source: SourceModel, evaluation: TokenSet, request: QuantizeRequest) -> Lineage:
+    """The fp32 source in PyTorch: what torchao and IPEX variants are judged against."""
+    baseline = measure_pytorch_task(source.local_dir, source.local_dir, evaluation, request.new_tokens)
+    return Lineage(
+        source_repo=source.repo,
+        source_sha=source.sha,
+        evaluation=request.evaluation,
+        evaluation_hash=evaluation.content_hash,
+        baseline=baseline,
+    )
+
+
 def _judge(metrics: Metrics, baseline: Metrics, recipe: Recipe, request: QuantizeRequest) -> Verdict:
     return judge(
         metrics.perplexity.ppl,
@@ -193,6 +244,7 @@ def _reused_result(
         path = None
     return VariantResult(
         recipe=recipe.name,
+        backend=recipe.backend,
         recipe_hash=recipe.content_hash(),
         identity=record.identity,
         path=path,
@@ -219,16 +271,27 @@ def _make_variant(
 ) -> VariantResult:
     target = variant_dir(source, recipe, calibration)
     cached = is_complete(target)
-    if cached:
-        manifest = read_manifest(target)
+    if recipe.backend == "ipex":  # the worker measures what it made, in its own environment
+        cached = False
+        manifest, metrics = make_ipex_variant_task(
+            source, recipe, calibration, evaluation, request.new_tokens, target
+        )
+    elif recipe.backend == "torchao":
+        manifest = read_manifest(target) if cached else make_torchao_variant_task(source, recipe, target)
+        metrics = measure_pytorch_task(target, source.local_dir, evaluation, request.new_tokens)
     else:
-        manifest = quantize_variant_task(source, baseline_ir, recipe, calibration, target)
-    metrics = measure_model_task(target, evaluation, request.new_tokens)
+        manifest = (
+            read_manifest(target)
+            if cached
+            else quantize_variant_task(source, baseline_ir, recipe, calibration, target)
+        )
+        metrics = measure_model_task(target, evaluation, request.new_tokens)
     verdict = _judge(metrics, lineage.baseline, recipe, request)
     increase = (metrics.perplexity.ppl / lineage.baseline.perplexity.ppl - 1) * 100
     record = record_variant_task(mlflow_run, target, manifest, metrics, increase, verdict, lineage)
     return VariantResult(
         recipe=recipe.name,
+        backend=recipe.backend,
         recipe_hash=recipe.content_hash(),
         identity=record.identity,
         path=target,
@@ -243,7 +306,9 @@ def _make_variant(
     )
 
 
-def _publish(results: list[VariantResult], baseline: Metrics, request: QuantizeRequest) -> list[str]:
+def _publish(
+    results: list[VariantResult], baselines: dict[str, Metrics], request: QuantizeRequest
+) -> list[str]:
     """Push every registered, unpublished variant; return one line per variant that could not be pushed."""
     failures = []
     for result in results:
@@ -255,7 +320,8 @@ def _publish(results: list[VariantResult], baseline: Metrics, request: QuantizeR
             repo_id = hub_repo_id(
                 request.hub_repo_template, request.hub_namespace, manifest.source_repo, result.recipe
             )
-            card = model_card(result, manifest, baseline, request.evaluation, repo_id)
+            runtime = "openvino" if result.backend == "openvino" else "pytorch"
+            card = model_card(result, manifest, baselines[runtime], request.evaluation, repo_id)
             try:
                 pushed = publish_variant_task(result.path, manifest, card, repo_id, request.hub_private)
             except Exception as error:  # after the task's retries: the version stays unpublished

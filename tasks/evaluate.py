@@ -14,11 +14,11 @@ from rich.progress import Progress
 from quantforge.atomic import write_json
 from quantforge.paths import data_dir
 from tasks.datasets import TokenSet
+from tasks.torch_runtime import SPEED_PROMPT
 
 IR_XML = "openvino_model.xml"
 # Perplexity runs at OpenVINO's default inference precision (bf16 on AMX CPUs): what serving gets, 3.4x
 # faster than an f32 hint here, and within 0.1 % of PyTorch fp32 on the bundled model (docs/decisions.md).
-SPEED_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
 
 class Perplexity(BaseModel):

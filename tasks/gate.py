@@ -8,7 +8,8 @@ from tasks.recipes import GateOverride, Recipe
 
 # Default allowed perplexity increase by weight format, in percent. INT8 weight-only costs well under 1 %
 # on every model we measured, so 2 % catches a broken export; 4-bit costs more, most on small models.
-DEFAULT_MAX_PPL_INCREASE_PCT = {"int8": 2.0, "w8a8": 5.0, "int4": 10.0}
+# bf16 (IPEX) rounds weights and activations only: measured +0.1 %; 2 % catches a broken run as for INT8.
+DEFAULT_MAX_PPL_INCREASE_PCT = {"bf16": 2.0, "int8": 2.0, "w8a8": 5.0, "int4": 10.0}
 
 
 class GateLimits(BaseModel):

@@ -53,7 +53,7 @@ def variant_dir(source: SourceModel, recipe: Recipe, calibration: TokenSet | Non
 
 def variant_identity(recipe: Recipe, calibration: TokenSet | None) -> str:
     """Hash of everything besides the source that decides the variant's bytes."""
-    digest = hashlib.sha256(f"{recipe.content_hash()}|{toolchain_hash()}".encode())
+    digest = hashlib.sha256(f"{recipe.content_hash()}|{toolchain_hash(recipe.backend)}".encode())
     if recipe.data_aware and calibration is not None:
         digest.update(calibration.windows.tobytes())
     return digest.hexdigest()

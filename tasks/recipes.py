@@ -1,4 +1,8 @@
-"""Recipes: validated descriptions of one variant each, their hash, and their translation to nncf calls."""
+"""Recipes: validated descriptions of one variant each, their hash, and one translation per backend.
+
+`openvino` recipes become nncf calls (through optimum-intel's configs), `torchao` recipes torchao configs
+applied in the main environment, `ipex` recipes a JSON spec for the IPEX worker in its own environment.
+"""
 
 import hashlib
 import json
@@ -24,14 +28,20 @@ class GateOverride(BaseModel):
     max_size_mb: float | None = Field(default=None, gt=0)
 
 
+Backend = Literal["openvino", "ipex", "torchao"]
+# Options only nncf implements; the PyTorch-side backends refuse them instead of ignoring them.
+OPENVINO_ONLY_FLAGS = ("awq", "scale_estimation", "gptq", "lora_correction")
+DEFAULT_SMOOTH_QUANT_ALPHA = 0.5  # SmoothQuant's paper default, and IPEX's
+
+
 class Recipe(BaseModel):
-    """One quantized variant, backend-neutral in shape; `openvino` is the backend implemented."""
+    """One variant: its backend and weight format, the same fields for every backend."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    backend: Literal["openvino"] = "openvino"
-    bits: int = 8
+    backend: Backend = "openvino"
+    bits: int = 8  # 4 or 8; 16 means bfloat16 weights and compute, no integer quantization (ipex only)
     sym: bool = False
     group_size: int | None = None  # None: per-channel; -1 also means per-channel in nncf
     # When a layer's width is not a multiple of group_size (SmolLM2's 576 and 128): `adjust` picks the
@@ -52,7 +62,8 @@ class Recipe(BaseModel):
         problems = _combination_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
-        to_optimum_config(self)  # optimum-intel's own checks, so nothing it would refuse gets through
+        if self.backend == "openvino":
+            to_optimum_config(self)  # optimum-intel's own checks, so nothing it would refuse gets through
         return self
 
     @property
@@ -67,7 +78,9 @@ class Recipe(BaseModel):
 
     @property
     def weight_format(self) -> str:
-        """The gate-defaults key: `int8`, `int4` or `w8a8`."""
+        """The gate-defaults key: `int8`, `int4`, `w8a8` or `bf16`."""
+        if self.bits == 16:
+            return "bf16"
         return "w8a8" if self.static else f"int{self.bits}"
 
     def content_hash(self) -> str:
@@ -78,9 +91,15 @@ class Recipe(BaseModel):
 
 def _combination_problems(recipe: Recipe) -> list[str]:
     problems = []
-    if recipe.bits not in (4, 8):
-        problems.append(f"`bits` must be 4 or 8, got {recipe.bits}")
-    if recipe.bits == 8:
+    allowed_bits = (4, 8, 16) if recipe.backend == "ipex" else (4, 8)
+    if recipe.bits not in allowed_bits:
+        problems.append(
+            f"`bits` must be {' or '.join(map(str, allowed_bits))} with backend {recipe.backend}, "
+            f"got {recipe.bits}"
+        )
+    if recipe.backend != "openvino":
+        problems += _pytorch_backend_problems(recipe)
+    if recipe.bits in (8, 16):
         if recipe.group_size not in (None, -1):
             problems.append(f"`group_size` is for 4-bit weights, got {recipe.group_size} with bits=8")
         if recipe.ratio < 1.0:
@@ -100,6 +119,32 @@ def _combination_problems(recipe: Recipe) -> list[str]:
         problems.append(f"`activations: int8` needs bits=8, got {recipe.bits}")
     if recipe.smooth_quant_alpha is not None and not recipe.static:
         problems.append("`smooth_quant_alpha` needs `activations: int8`")
+    return problems
+
+
+def _pytorch_backend_problems(recipe: Recipe) -> list[str]:
+    """What IPEX and torchao cannot do, named by field rather than silently ignored."""
+    backend = recipe.backend
+    problems = [
+        f"`{flag}` is an OpenVINO (nncf) option, not available with backend {backend}"
+        for flag in OPENVINO_ONLY_FLAGS
+        if getattr(recipe, flag)
+    ]
+    if recipe.ratio < 1.0:
+        problems.append(f"`ratio` below 1 is an OpenVINO (nncf) option, not available with backend {backend}")
+    if recipe.backup_precision is not None:
+        problems.append(
+            f"`backup_precision` is an OpenVINO (nncf) option, not available with backend {backend}"
+        )
+    if backend == "torchao":
+        if recipe.static:
+            problems.append("`activations: int8` is not available with backend torchao (weight-only)")
+        if recipe.bits == 8 and not recipe.sym:
+            problems.append(
+                "`sym` must be true with backend torchao and bits=8 (its INT8 weight-only is symmetric)"
+            )
+    if recipe.bits == 16 and (recipe.static or recipe.group_size is not None or recipe.sym):
+        problems.append("bits=16 (bfloat16) takes no `activations`, `group_size` or `sym`")
     return problems
 
 
@@ -126,6 +171,49 @@ def to_optimum_config(recipe: Recipe) -> Any:
         backup_precision=recipe.backup_precision,
         group_size_fallback=recipe.group_size_fallback if recipe.bits == 4 else None,
     )
+
+
+def to_torchao_config(recipe: Recipe) -> Any:
+    """The torchao translation: weight-only INT8 per output channel, or INT4 by groups (or per channel).
+
+    INT4 uses torchao's `IntxWeightOnlyConfig` (int4 values unpacked to one byte each) because torchao's
+    packed CPU INT4 tensor cannot be written to safetensors, and transformers 5 writes nothing else.
+    """
+    import torch
+    from torchao.quantization import (
+        Int8WeightOnlyConfig,
+        IntxWeightOnlyConfig,
+        MappingType,
+        PerAxis,
+        PerGroup,
+    )
+
+    if recipe.bits == 8:
+        return Int8WeightOnlyConfig()
+    group = PerAxis(0) if recipe.group_size in (None, -1) else PerGroup(recipe.group_size)
+    return IntxWeightOnlyConfig(
+        weight_dtype=torch.int4,
+        granularity=group,
+        mapping_type=MappingType.SYMMETRIC if recipe.sym else MappingType.ASYMMETRIC,
+    )
+
+
+def to_ipex_spec(recipe: Recipe) -> dict[str, Any]:
+    """The IPEX translation, as JSON for the worker: names of IPEX's own enums, no IPEX import here."""
+    if recipe.bits == 16:
+        return {"mode": "bf16"}
+    if recipe.static:
+        alpha = recipe.smooth_quant_alpha
+        return {"mode": "smoothquant", "alpha": DEFAULT_SMOOTH_QUANT_ALPHA if alpha is None else alpha}
+    return {
+        "mode": "woq",
+        "weight_dtype": f"INT{recipe.bits}",
+        "group_size": -1 if recipe.group_size is None else recipe.group_size,
+        "weight_qscheme": "SYMMETRIC" if recipe.sym else "ASYMMETRIC",
+        # Dequantize to bf16 and run AMX bf16 GEMMs: the fast path on this CPU, and no activation
+        # quantization (lowp INT8 would quantize activations too, which weight-only is meant to avoid).
+        "lowp_mode": "BF16",
+    }
 
 
 def nncf_call(recipe: Recipe) -> tuple[str, dict[str, Any]]:

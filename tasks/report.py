@@ -14,6 +14,7 @@ class VariantResult(BaseModel):
     """One recipe's outcome in one run."""
 
     recipe: str
+    backend: str = "openvino"  # openvino, ipex or torchao
     recipe_hash: str
     identity: str  # registry identity: source repo, source sha, recipe, toolchain, calibration
     path: Path | None  # the variant's files on this host (None: failed earlier, made elsewhere)
@@ -39,7 +40,10 @@ class RunReport(BaseModel):
     evaluation_hash: str
     eval_tokens: int
     calibration: str | None
-    baseline: Metrics
+    baseline: Metrics  # the OpenVINO IR of the source: OpenVINO variants are judged against it
+    # the fp32 source in PyTorch: IPEX and torchao variants are judged against it
+    pytorch_baseline: Metrics | None = None
+    ipex_baseline_ppl: float | None = None  # the same fp32 source scored in the IPEX environment
     export_seconds: float
     export_reused: bool  # True when no export ran in this run
     mlflow_run_id: str
@@ -78,11 +82,12 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
     """One row per model (baseline first) with the figures users compare."""
 
     def row(
-        name: str, metrics: Metrics, delta: str, verdict: str, quantize: str, registry: str
+        name: str, backend: str, metrics: Metrics, delta: str, verdict: str, quantize: str, registry: str
     ) -> dict[str, str]:
         speed = metrics.speed
         return {
             "variant": name,
+            "backend": backend,
             "ppl": f"{metrics.perplexity.ppl:.3f}",
             "Δppl": delta,
             "size MiB": f"{metrics.size_mb:.1f}",
@@ -95,14 +100,17 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
         }
 
     export = "reused" if report.export_reused else f"export {report.export_seconds:.0f} s"
-    rows = [row("baseline", report.baseline, "-", "-", export, "-")]
+    rows = [row("baseline", "openvino", report.baseline, "-", "-", export, "-")]
+    if report.pytorch_baseline is not None:
+        rows.append(row("baseline-fp32", "pytorch", report.pytorch_baseline, "-", "-", "-", "-"))
     for r in report.variants:
         quantize = (
             "reused" if r.reused else f"{r.quantize_seconds:.0f} s, {r.quantize_peak_rss_mb / 1024:.2f} GiB"
         )
         verdict = ("PASS" if r.verdict.passed else "FAIL") + (" (best)" if r.recipe == report.best else "")
         registry = f"v{r.model_version}" if r.model_version is not None else "-"
-        rows.append(row(r.recipe, r.metrics, f"{r.ppl_increase_pct:+.2f} %", verdict, quantize, registry))
+        delta = f"{r.ppl_increase_pct:+.2f} %"
+        rows.append(row(r.recipe, r.backend, r.metrics, delta, verdict, quantize, registry))
     return rows
 
 

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from quantforge.errors import QuantforgeError
 from tasks.gate import GateLimits
+from tasks.ipex_env import ipex_python
 from tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id
 from tasks.recipes import Recipe, load_recipe_set
 
@@ -55,6 +56,11 @@ class QuantizeRequest(BaseModel):
                 f"`calibration` is required by data-aware recipes: {', '.join(needing_data)} "
                 "(pass --calibration wikitext2, c4 or a text file)"
             )
+        if any(r.backend == "ipex" for r in recipes):
+            try:
+                ipex_python()
+            except QuantforgeError as error:
+                raise ValueError(str(error)) from None
         return self
 
     @model_validator(mode="after")

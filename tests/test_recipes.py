@@ -54,7 +54,7 @@ def test_static_int8_translation_carries_smooth_quant_alpha():
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"bits": 3}, "`bits` must be 4 or 8, got 3"),
+        ({"bits": 3}, "`bits` must be 4 or 8 with backend openvino, got 3"),
         ({"bits": 8, "group_size": 64}, "`group_size` is for 4-bit weights, got 64 with bits=8"),
         ({"bits": 8, "ratio": 0.5}, "`ratio` below 1 is for 4-bit weights"),
         ({"bits": 4, "group_size": 64, "gptq": True, "lora_correction": True}, "cannot be combined"),
@@ -100,5 +100,5 @@ def test_yaml_errors_name_the_recipe_and_field(tmp_path):
 
 
 def test_unknown_set_lists_the_shipped_ones():
-    with pytest.raises(QuantforgeError, match=r"unknown recipe set 'nope' \(shipped: default, quick"):
+    with pytest.raises(QuantforgeError, match=r"unknown recipe set 'nope' \(shipped: default, pytorch"):
         load_recipe_set("nope")
