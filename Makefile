@@ -24,7 +24,7 @@ install: $(VENV)/.installed $(if $(WITH_IPEX),ipex-env)
 # The `ipex` backend's environment (~7 GB, a few minutes): every package of requirements-ipex.lock, no resolution.
 $(IPEX_VENV)/.installed: requirements-ipex.lock
 	test -x $(IPEX_VENV)/bin/python || $(PYTHON) -m venv $(IPEX_VENV)
-	$(IPEX_VENV)/bin/pip install --quiet --no-deps -r requirements-ipex.lock
+	$(IPEX_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-ipex.lock
 	touch $@
 
 ipex-env: $(IPEX_VENV)/.installed
