@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from huggingface_hub import HfApi
 from mlflow import MlflowClient
@@ -82,7 +83,13 @@ def medium_model(bundled_model, tmp_path_factory):
 
 
 def run(
-    model: Path | str, home: Path, output: Path, log: Path, *extra: str, env: dict | None = None
+    model: Path | str,
+    home: Path,
+    output: Path,
+    log: Path,
+    *extra: str,
+    env: dict | None = None,
+    evaluation: Path = EVALUATION_TEXT,
 ) -> subprocess.Popen:
     command = [
         QUANTFORGE,
@@ -93,7 +100,7 @@ def run(
         "--only",
         "int8-asym",
         "--eval",
-        str(EVALUATION_TEXT),
+        str(evaluation),
         "--max-eval-windows",
         "4",
         "--new-tokens",
@@ -146,6 +153,31 @@ def test_kill_9_then_rerun_leaves_exactly_one_good_version(stage, medium_model, 
     rerun = run(medium_model, home, output, log)
     assert rerun.wait(timeout=600) == 0, log.read_text()[-3000:]
     assert_one_good_version(home, output)
+
+
+def test_kill_9_during_tokenization_then_rerun_tokenizes_again(medium_model, tmp_path):
+    """A 14 MB evaluation text takes seconds to tokenize: the kill lands inside it, before the token
+    cache exists; the rerun tokenizes again and caches one complete copy."""
+    home, output, log = tmp_path / "home", tmp_path / "output", tmp_path / "run.log"
+    big_text = tmp_path / "big-evaluation.txt"
+    big_text.write_text("\n\n".join([EVALUATION_TEXT.read_text()] * 400))
+    first = run(medium_model, home, output, log, evaluation=big_text)
+    fetched_at = []
+
+    def tokenizing() -> bool:  # the source is in; give the evaluation-set task a moment to begin
+        if not fetched_at and "Task run 'fetch-" in log.read_text(errors="replace"):
+            fetched_at.append(time.monotonic())
+        return bool(fetched_at) and time.monotonic() - fetched_at[0] > 2
+
+    kill_when(first, tokenizing, "tokenization", log)
+    assert "Task run 'evaluation-set-" not in log.read_text(errors="replace")  # killed inside it
+    assert list(home.glob("datasets/*.npy")) == []  # no token cache, whole or partial
+
+    rerun = run(medium_model, home, output, log, evaluation=big_text)
+    assert rerun.wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert_one_good_version(home, output)
+    cached = list(home.glob("datasets/*.npy"))
+    assert len(cached) == 1 and len(np.load(cached[0])) > 1_000_000  # the whole text, once
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,25 @@
-"""Failures mid-run: a full disk during export, and a model whose perplexity is not finite."""
+"""Failures mid-run: a full disk during export or pull, and a model whose perplexity is not finite."""
 
 import subprocess
+import threading
+import time
 
 import pytest
 
 from flows.quantize import quantize_flow
 from quantforge.atomic import atomic_dir
 from quantforge.errors import QuantforgeError
+from quantforge.hub_server import HubServer
 from quantforge.manifest import is_intact
+from registry.pull import pull
+from registry.variants import record_publication
 from tasks.export import export_baseline
 from tasks.fetch import fetch_source
+from tasks.publish import publish_variant
 from tasks.request import QuantizeRequest
 from tests.conftest import EVALUATION_TEXT
 from tests.models import tiny_model
+from tests.test_registry import make_variant, record
 
 pytestmark = pytest.mark.model
 
@@ -49,6 +56,72 @@ def test_disk_that_fills_mid_write_is_clear_and_leaves_nothing(small_disk):
                 while True:  # the disk fills before the write completes
                     handle.write(b"\0" * 2**20)
     assert list(small_disk.iterdir()) == []
+
+
+@pytest.fixture
+def registered_variant(tmp_path, monkeypatch):
+    """A 24 MiB variant registered in this test's MLflow database (fits the 64 MiB disk alone)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    folder = tmp_path / "variant"
+    manifest = make_variant(folder, "a" * 40, weights_bytes=24 * 2**20)
+    return folder, manifest, record(folder, manifest, 21.0)
+
+
+def test_pull_that_cannot_fit_is_refused_before_it_downloads(registered_variant, small_disk, tmp_path):
+    folder, manifest, recorded = registered_variant
+    (small_disk / "other-data").write_bytes(b"\0" * 48 * 2**20)  # 16 MiB left for a 24 MiB variant
+    dest = small_disk / "model"
+    with pytest.raises(QuantforgeError, match=r"not enough disk space .* needs ~\d+ MiB, \d+ MiB free"):
+        pull(f"{recorded.model_name}@candidate", dest)
+    assert [p.name for p in small_disk.iterdir()] == ["other-data"]
+
+
+def test_disk_that_fills_during_a_pull_is_clear_and_installs_nothing(
+    registered_variant, small_disk, tmp_path, monkeypatch
+):
+    """The pull fits when it starts; another writer fills the disk mid-way through the weights."""
+    folder, manifest, recorded = registered_variant
+    token = "hf_diskFullToken"
+    with HubServer(tmp_path / "hub", tokens={token: "quantforge-bot"}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", token)
+        published = publish_variant(folder, manifest, "# card", "serving/variant", private=False)
+        record_publication(
+            recorded.model_name, recorded.model_version, published.repo, published.commit, published.tag
+        )
+        hub.inject_fault(method="GET", path_pattern=r"/resolve/.*\.bin$", throttle_bps=4 * 2**20)
+        mid_file = threading.Event()
+        writer = fill_once_the_weights_are_downloading
+        other_writer = threading.Thread(target=writer, args=(small_disk, mid_file))
+        other_writer.start()
+        dest = small_disk / "model"
+        with pytest.raises(QuantforgeError, match=f"disk full while writing {dest} \\(nothing was kept\\)"):
+            pull(f"{recorded.model_name}@candidate", dest, source="hub")
+        other_writer.join()
+        assert mid_file.is_set()  # the disk filled while the weights were being written
+        assert [p.name for p in small_disk.iterdir()] == ["other-data"]  # no staging dir, no blob
+
+        (small_disk / "other-data").unlink()  # space freed: the same pull installs, verified
+        hub.clear_faults()
+        assert pull(f"{recorded.model_name}@candidate", dest, source="hub") == dest
+    assert is_intact(dest)
+
+
+def fill_once_the_weights_are_downloading(disk, mid_file: threading.Event) -> None:
+    """Wait until the pull has written its first MiB of weights, then write until the disk is full."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not mid_file.is_set():
+        downloading = [p for p in disk.glob(".model.*.partial/**/*.incomplete") if p.is_file()]
+        if any(p.stat().st_size > 2**20 for p in downloading):
+            mid_file.set()
+        time.sleep(0.01)
+    with (disk / "other-data").open("wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 2**20)
+                handle.flush()
+        except OSError:
+            pass
 
 
 def test_non_finite_baseline_perplexity_fails_the_run(bundled_model, prefect_harness, tmp_path):

@@ -41,11 +41,11 @@ def metrics(ppl: float, size_mb: float = 90.0) -> Metrics:
 BASELINE = metrics(20.0, 264.5)
 
 
-def make_variant(folder: Path, sha: str, recipe: str = "int4-awq-se") -> Manifest:
-    """A variant-shaped folder with its manifest (a 1 MiB 'weights' file and small text files)."""
+def make_variant(folder: Path, sha: str, recipe: str = "int4-awq-se", weights_bytes: int = 2**20) -> Manifest:
+    """A variant-shaped folder with its manifest: a weights file (1 MiB by default) and small text files."""
     folder.mkdir(parents=True)
     (folder / "openvino_model.xml").write_text(f"<net name='{recipe}-{sha}'/>")
-    (folder / "openvino_model.bin").write_bytes(os.urandom(2**20))
+    (folder / "openvino_model.bin").write_bytes(os.urandom(weights_bytes))
     (folder / "config.json").write_text('{"model_type": "llama"}')
     manifest = Manifest(
         source_repo=SOURCE,
