@@ -1,5 +1,6 @@
 """The `quantforge` command."""
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,15 @@ from rich.console import Console
 from rich.table import Table
 
 from quantforge.errors import QuantforgeError
+
+# transformers imports torchao whenever it loads a model; on CPU-only torch torchao warns that its CUDA
+# kernels cannot load, and torch that torchao's enums are registered twice: noise on every run.
+for _noisy in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
+# The ephemeral Prefect server quantforge starts: no telemetry (an offline host logs an ERROR per run),
+# and time to start on a busy 2-core host (Prefect's default, 20 s, has been seen to run out).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 app = typer.Typer(
     help="A quantization factory for LLMs served on Intel CPUs.",

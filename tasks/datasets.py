@@ -122,7 +122,7 @@ def _tokenize(paragraphs: list[str], tokenizer_dir: Path) -> np.ndarray:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    ids = tokenizer("\n\n".join(paragraphs), add_special_tokens=False)["input_ids"]
+    ids = tokenizer("\n\n".join(paragraphs), add_special_tokens=False, verbose=False)["input_ids"]
     return np.asarray(ids, dtype=np.int64)
 
 
