@@ -2,11 +2,14 @@
 docs/benchmarks.md in one command. Writes bench/results/<UTC time>.json and regenerates the doc.
 
     .venv/bin/python -m bench.run_all [--repeats 2] [--sweep-repeats 1] [--scaling 135m,0.5b,1b]
+                                      [--only evaluation,pull,...]
 
 Comparisons alternate A and B inside this one session and report medians. Each measured command runs
-in a fresh subprocess; peak memory is the whole process tree's RSS sampled every 50 ms.
+in a fresh subprocess; peak memory is the whole process tree's PSS (`tasks.resources.tree_memory`)
+sampled every 50 ms.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -54,7 +57,9 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 def measured(command: list[str], env: dict[str, str] | None = None) -> dict:
-    """Run `command`; its wall time, the peak RSS of its process tree, and its stdout."""
+    """Run `command`; its wall time, the peak memory of its process tree, and its stdout."""
+    from tasks.resources import tree_memory
+
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
     )
@@ -64,11 +69,8 @@ def measured(command: list[str], env: dict[str, str] | None = None) -> dict:
     def sample() -> None:
         root = psutil.Process(process.pid)
         while not done.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
+            with contextlib.suppress(psutil.Error):
+                peak[0] = max(peak[0], tree_memory(root))
             done.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -269,7 +271,16 @@ def pytorch_decode(model_dir: Path, new_tokens: int = 64, repeats: int = 2) -> d
 
 
 def pull_vs_copy(repeats: int) -> dict:
-    """6. `pull` (download + verify every sha256 + atomic install) vs a plain copy of the same files."""
+    """6. `pull` (download + verify every sha256 + atomic install) vs a plain copy of the same files.
+
+    Both in this process, alternating, after one warm-up pull (a serving agent's steady state), and
+    both as commands (`quantforge pull` vs `cp -r`: interpreter and library start-up included).
+    """
+    import hashlib
+
+    from registry.pull import pull
+
+    spec = "smollm2-135m-instruct--int8-asym@candidate"
     with tempfile.TemporaryDirectory() as home:
         env = fresh_env(Path(home))
         measured(
@@ -293,33 +304,47 @@ def pull_vs_copy(repeats: int) -> dict:
             env,
         )
         stored = next(Path(home, "mlflow", "artifacts").glob("quantforge/*/artifacts/variant"))
-        size_mb = sum(p.stat().st_size for p in stored.rglob("*") if p.is_file()) / 2**20
-        pulls, copies = [], []
-        for index in range(repeats):
-            dest = Path(home) / f"pulled-{index}"
-            pulls.append(
-                measured(
-                    [
-                        str(BIN / "quantforge"),
-                        "pull",
-                        "smollm2-135m-instruct--int8-asym@candidate",
-                        "--dest",
-                        str(dest),
-                    ],
-                    env,
-                )["seconds"]
-            )
-            started = time.perf_counter()
-            shutil.copytree(stored, Path(home) / f"copied-{index}")
-            copies.append(time.perf_counter() - started)
-    # The pull figure includes the CLI's start-up; the copy is in-process: the comparison favours copy.
+        files = [p for p in stored.rglob("*") if p.is_file()]
+        size_mb = sum(p.stat().st_size for p in files) / 2**20
+        saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        try:
+            pull(spec, Path(home) / "warm-up")
+            pulls, copies, commands, cp_commands, hashing = [], [], [], [], []
+            for index in range(repeats):
+                started = time.perf_counter()
+                pull(spec, Path(home) / f"pulled-{index}")
+                pulls.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                shutil.copytree(stored, Path(home) / f"copied-{index}")
+                copies.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                for file in files:
+                    with file.open("rb") as handle:
+                        hashlib.file_digest(handle, "sha256")
+                hashing.append(time.perf_counter() - started)
+                command = [str(BIN / "quantforge"), "pull", spec, "--dest", str(Path(home) / f"cli-{index}")]
+                commands.append(measured(command, env)["seconds"])
+                copy_command = ["cp", "-r", str(stored), str(Path(home) / f"cp-{index}")]
+                cp_commands.append(measured(copy_command)["seconds"])
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key)
+                else:
+                    os.environ[key] = value
     return {
         "size_mb": size_mb,
         "pull_seconds": pulls,
         "copy_seconds": copies,
+        "sha256_seconds": hashing,
+        "pull_command_seconds": commands,
+        "cp_command_seconds": cp_commands,
         "pull_mb_per_s": size_mb / statistics.median(pulls),
         "copy_mb_per_s": size_mb / statistics.median(copies),
+        "sha256_mb_per_s": size_mb / statistics.median(hashing),
         "ratio": statistics.median(copies) / statistics.median(pulls),
+        "command_ratio": statistics.median(cp_commands) / statistics.median(commands),
     }
 
 
@@ -366,6 +391,9 @@ def scaling(scales: list[str], work: Path, tokenizer_from: Path) -> list[dict]:
     return rows
 
 
+MEASURES = ("evaluation", "decode_pytorch", "pull", "int4_memory", "rerun", "sweep", "scaling")
+
+
 @app.command()
 def main(
     repeats: Annotated[int, typer.Option(help="A/B pairs for the quick comparisons.")] = 3,
@@ -375,40 +403,62 @@ def main(
     scales: Annotated[
         str, typer.Option("--scaling", help="Comma-separated: 135m, 0.5b, 1b; empty skips.")
     ] = "135m,0.5b,1b",
+    only: Annotated[
+        str,
+        typer.Option(
+            help=f"Comma-separated subset of {', '.join(MEASURES)}: writes the JSON only, "
+            "docs/benchmarks.md is regenerated by a run of all of them."
+        ),
+    ] = ",".join(MEASURES),
 ) -> None:
     from tasks.bundled_model import bundled_model_dir
     from tasks.datasets import evaluation_windows
     from tasks.fetch import parameter_count
     from tests.servers import PrefectServer
 
+    chosen = [m for m in only.split(",") if m]
+    if unknown := sorted(set(chosen) - set(MEASURES)):
+        raise typer.BadParameter(f"unknown measure {unknown[0]!r} (choose from {', '.join(MEASURES)})")
     started = datetime.now(UTC)
     model_dir = bundled_model_dir()
     work = Path(tempfile.mkdtemp(prefix="quantforge-bench-"))
-    windows = work / "windows.npy"
-    import numpy as np
-
-    np.save(windows, evaluation_windows(str(EVALUATION), model_dir, 512, 32).windows)
     results = {
         "started": started.isoformat(),
         "machine": {"cpus": os.cpu_count(), "ram_gib": psutil.virtual_memory().total / 2**30},
     }
-    results["evaluation"] = evaluation_throughput(model_dir, repeats)
-    results["decode_pytorch"] = pytorch_decode(model_dir)
-    results["pull"] = pull_vs_copy(repeats)
-    results["int4_memory"] = int4_memory(model_dir, parameter_count(model_dir) * 4)
-    with PrefectServer(work / "prefect") as server:
-        results["rerun"] = rerun(server.api_url)
-    results["sweep"] = sweep_comparison(model_dir, windows, sweep_repeats)
-    results["scaling"] = scaling([s for s in scales.split(",") if s], work, model_dir)
+    if "evaluation" in chosen:
+        results["evaluation"] = evaluation_throughput(model_dir, repeats)
+    if "decode_pytorch" in chosen:
+        results["decode_pytorch"] = pytorch_decode(model_dir)
+    if "pull" in chosen:
+        results["pull"] = pull_vs_copy(repeats)
+    if "int4_memory" in chosen:
+        results["int4_memory"] = int4_memory(model_dir, parameter_count(model_dir) * 4)
+    if "rerun" in chosen:
+        with PrefectServer(work / "prefect") as server:
+            results["rerun"] = rerun(server.api_url)
+    if "sweep" in chosen:
+        import numpy as np
+
+        windows = work / "windows.npy"
+        np.save(windows, evaluation_windows(str(EVALUATION), model_dir, 512, 32).windows)
+        results["sweep"] = sweep_comparison(model_dir, windows, sweep_repeats)
+    if "scaling" in chosen:
+        results["scaling"] = scaling([s for s in scales.split(",") if s], work, model_dir)
     results["seconds"] = (datetime.now(UTC) - started).total_seconds()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{started:%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(results, indent=2))
-    from bench.report import write_benchmarks_doc
-
-    write_benchmarks_doc(results, path)
     shutil.rmtree(work, ignore_errors=True)
-    print(f"wrote {path} and docs/benchmarks.md")
+    if set(chosen) == set(MEASURES):
+        from bench.report import write_benchmarks_doc
+
+        write_benchmarks_doc(results, path)
+        print(f"wrote {path} and docs/benchmarks.md")
+    else:
+        summary = {k: v for k, v in results.items() if k in chosen}
+        print(json.dumps(summary, indent=2, default=str)[:6000])
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
