@@ -6,6 +6,7 @@ applied in the main environment, `ipex` recipes a JSON spec for the IPEX worker 
 
 import hashlib
 import json
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quantforge.errors import QuantforgeError
+from quantforge.paths import data_dir
 
 RECIPE_SETS_DIR = Path(__file__).parent / "recipe_sets"
 
@@ -63,7 +65,7 @@ class Recipe(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         if self.backend == "openvino":
-            to_optimum_config(self)  # optimum-intel's own checks, so nothing it would refuse gets through
+            _check_with_optimum(self)
         return self
 
     @property
@@ -87,6 +89,20 @@ class Recipe(BaseModel):
         """Stable hash of the fields that change the bytes (not the name, not the gate)."""
         fields = self.model_dump(exclude={"name", "gate"})
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _check_with_optimum(recipe: Recipe) -> None:
+    """optimum-intel's own checks, so nothing it would refuse gets through.
+
+    Remembered per recipe and optimum-intel version: importing optimum-intel takes seconds (torch,
+    transformers, nncf), and a rerun whose variants are all registered never needs it otherwise.
+    """
+    checked = data_dir() / "recipes-checked" / f"{recipe.content_hash()}-{version('optimum-intel')}"
+    if checked.exists():
+        return
+    to_optimum_config(recipe)
+    checked.parent.mkdir(parents=True, exist_ok=True)
+    checked.touch()
 
 
 def _combination_problems(recipe: Recipe) -> list[str]:

@@ -1,5 +1,9 @@
 """Recipes: validation with clear messages, stable hashes, and the translation to nncf arguments."""
 
+import os
+import subprocess
+import sys
+
 import nncf
 import pytest
 from pydantic import ValidationError
@@ -102,3 +106,22 @@ def test_yaml_errors_name_the_recipe_and_field(tmp_path):
 def test_unknown_set_lists_the_shipped_ones():
     with pytest.raises(QuantforgeError, match=r"unknown recipe set 'nope' \(shipped: default, pytorch"):
         load_recipe_set("nope")
+
+
+def test_a_set_checked_once_loads_again_without_importing_optimum(tmp_path):
+    """optimum-intel's checks cost seconds of imports: a rerun of the same recipes skips them."""
+    script = (
+        "import sys; from tasks.recipes import load_recipe_set; load_recipe_set('default'); "
+        "print('optimum.intel' in sys.modules)"
+    )
+    env = {**os.environ, "QUANTFORGE_HOME": str(tmp_path)}
+
+    def imported_optimum() -> bool:
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip().splitlines()[-1] == "True"
+
+    assert imported_optimum()  # first load: optimum-intel checks every recipe
+    assert not imported_optimum()
+    assert len(list((tmp_path / "recipes-checked").iterdir())) == len(load_recipe_set("default").recipes)
