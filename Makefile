@@ -33,5 +33,7 @@ demo: install
 	$(VENV)/bin/quantforge demo --recipes default \
 		--calibration $(CALIBRATION_TEXT) --eval $(EVALUATION_TEXT) --output quantforge-output
 
+# Two pytest-xdist workers (this machine's two cores), a test file per worker at a time: files share
+# their module fixtures (servers, a sweep) and much of a test is waiting on processes and servers.
 test: install
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile

@@ -17,9 +17,11 @@ EVALUATION_TEXT = LICENSES / "GPL-3"
 def pytest_configure(config: pytest.Config) -> None:
     """Hub client settings are read when huggingface_hub is imported, so set them before collection."""
     os.environ.setdefault("HF_HUB_DISABLE_XET", "1")  # the local Hub endpoint speaks plain LFS
-    if "HF_HOME" not in os.environ:  # a Hub cache of this session only, removed at the end
+    # A Hub cache of this session only, removed at the end; each pytest-xdist worker gets its own (the
+    # cache is keyed by repo id, not by endpoint, and each worker runs its own local Hub servers).
+    if "HF_HOME" not in os.environ or os.environ.get("QUANTFORGE_TEST_HF_HOME") == os.environ["HF_HOME"]:
         config.hf_home = tempfile.mkdtemp(prefix="quantforge-test-hf-home-")
-        os.environ["HF_HOME"] = config.hf_home
+        os.environ["HF_HOME"] = os.environ["QUANTFORGE_TEST_HF_HOME"] = config.hf_home
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -50,6 +52,23 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="module")
+def prefect_env(tmp_path_factory):
+    """A `prefect server` for one test module's commands: the environment that points them at it."""
+    from tests.servers import PrefectServer
+
+    with PrefectServer(tmp_path_factory.mktemp("prefect")) as server:
+        yield server.client_env
+
+
+@pytest.fixture(scope="module")
+def medium(bundled_model, tmp_path_factory) -> Path:
+    """A ~25 M-parameter Llama: each stage of a run lasts long enough for a watcher to catch it."""
+    from tests.crashing import medium_model
+
+    return medium_model(tmp_path_factory.mktemp("crash"), bundled_model)
 
 
 def files_containing(secret: str, *folders: Path) -> list[str]:

@@ -48,7 +48,9 @@ def cpu_has_bf16(ipex_env) -> bool:
 
 @pytest.fixture(scope="module")
 def run(ipex_env, cpu_has_bf16, bundled_model, prefect_harness, tmp_path_factory):
-    """The `pytorch` set plus OpenVINO INT8, in one request: one report with all three backends."""
+    """The `pytorch` set plus OpenVINO INT8, in one request: one report with all three backends.
+
+    Its own MLflow database: another test of the session may have registered the same int8-asym."""
     folder = tmp_path_factory.mktemp("pytorch-variants")
     recipes = yaml.safe_load((RECIPE_SETS_DIR / "pytorch.yaml").read_text())
     if not cpu_has_bf16:  # see test_ipex_bf16_is_refused_in_one_line_on_a_cpu_without_bf16
@@ -66,7 +68,9 @@ def run(ipex_env, cpu_has_bf16, bundled_model, prefect_harness, tmp_path_factory
         new_tokens=8,
         output_dir=folder / "output",
     )
-    return quantize_flow(request)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        return quantize_flow(request)
 
 
 def by_name(report):
