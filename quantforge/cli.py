@@ -195,6 +195,8 @@ def demo(
 ) -> None:
     """The whole chain on this machine: the bundled model served by a local Hub endpoint, quantized,
     registered in the embedded MLflow, pushed to the local Hub, and pulled back as a serving host would."""
+    # Read by huggingface_hub when it is imported (below): the local Hub speaks plain LFS, not Xet.
+    os.environ["HF_HUB_DISABLE_XET"] = "1"
     import secrets
 
     from quantforge.hub_server import HubServer
@@ -207,7 +209,7 @@ def demo(
     token = f"hf_demo{secrets.token_hex(8)}"  # this run's only write token for the local Hub
     with HubServer(data_dir() / "demo-hub", tokens={token: "quantforge-demo"}) as hub:
         sha = hub.seed_repo(DEMO_SOURCE, bundled_model_dir(), message="SmolLM2-135M-Instruct (bundled GGUF)")
-        os.environ.update({"HF_ENDPOINT": hub.url, "HF_TOKEN": token, "HF_HUB_DISABLE_XET": "1"})
+        os.environ.update({"HF_ENDPOINT": hub.url, "HF_TOKEN": token})
         console.print(f"local Hub at {hub.url} serves {DEMO_SOURCE}@{sha[:12]}")
         try:
             request = QuantizeRequest(
