@@ -17,16 +17,17 @@ from prefect.cache_policies import NO_CACHE
 
 from quantforge.atomic import atomic_dir, discard, write_json
 from quantforge.errors import QuantforgeError
-from quantforge.manifest import MANIFEST_FILE, Manifest, QuantizeUsage, file_entries
+from quantforge.manifest import Manifest
 from quantforge.paths import data_dir
 from tasks import torch_runtime
 from tasks.datasets import TokenSet
 from tasks.evaluate import Metrics, Perplexity, Speed, WeightShares
 from tasks.fetch import SourceModel, parameter_count
 from tasks.ipex_env import WORKER, ipex_python
+from tasks.quantize import write_manifest
 from tasks.recipes import Recipe, to_ipex_spec, to_torchao_config
 from tasks.resources import measure
-from tasks.toolchain import toolchain, toolchain_hash
+from tasks.toolchain import toolchain_hash
 
 # Same weights, same windows, two environments: beyond this the IPEX figures are not comparable.
 MAX_BASELINE_DISAGREEMENT_PCT = 0.5
@@ -97,41 +98,13 @@ def make_torchao_variant(source: SourceModel, recipe: Recipe, target: Path) -> M
             )
             model.save_pretrained(tmp)
         _copy_tokenizer(source.local_dir, tmp)
-        return _write_manifest(source, recipe, None, tmp, usage.seconds, usage.peak_rss_mb)
+        return write_manifest(source, recipe, None, tmp, usage.seconds, usage.peak_rss_mb)
 
 
 def _copy_tokenizer(source_dir: Path, out: Path) -> None:
     for name in TOKENIZER_FILES:
         if (source_dir / name).exists() and not (out / name).exists():
             shutil.copy2(source_dir / name, out / name)
-
-
-def _write_manifest(
-    source: SourceModel,
-    recipe: Recipe,
-    calibration: TokenSet | None,
-    folder: Path,
-    seconds: float,
-    rss: float,
-) -> Manifest:
-    from tasks.quantize import variant_identity
-
-    uses_calibration = recipe.data_aware and calibration is not None
-    manifest = Manifest(
-        source_repo=source.repo,
-        source_sha=source.sha,
-        recipe_name=recipe.name,
-        recipe=recipe.model_dump(mode="json"),
-        recipe_hash=recipe.content_hash(),
-        variant_identity=variant_identity(recipe, calibration),
-        toolchain=toolchain(recipe.backend),
-        calibration=calibration.spec if uses_calibration else None,
-        calibration_hash=calibration.content_hash if uses_calibration else None,
-        quantize=QuantizeUsage(seconds=seconds, peak_rss_mb=rss),
-        files=file_entries(folder),
-    )
-    write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
-    return manifest
 
 
 def run_ipex_worker(spec: dict) -> dict:
@@ -219,7 +192,7 @@ def make_ipex_variant(
         }
         result = run_ipex_worker(spec)
         usage = result["quantize_seconds"], result["quantize_peak_rss_mb"]
-        manifest = _write_manifest(source, recipe, calibration, tmp, *usage)
+        manifest = write_manifest(source, recipe, calibration, tmp, *usage)
     metrics = Metrics(
         perplexity=Perplexity(**result["perplexity"]),
         speed=Speed(**result["speed"]) if new_tokens else None,

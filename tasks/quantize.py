@@ -75,21 +75,34 @@ def quantize_variant(
     with atomic_dir(target, needs_bytes) as tmp:
         with measure() as usage:
             _compress(baseline.path, recipe, calibration, tmp)
-        uses_calibration = recipe.data_aware and calibration is not None
-        manifest = Manifest(
-            source_repo=source.repo,
-            source_sha=source.sha,
-            recipe_name=recipe.name,
-            recipe=recipe.model_dump(mode="json"),
-            recipe_hash=recipe.content_hash(),
-            variant_identity=variant_identity(recipe, calibration),
-            toolchain=toolchain(),
-            calibration=calibration.spec if uses_calibration else None,
-            calibration_hash=calibration.content_hash if uses_calibration else None,
-            quantize=QuantizeUsage(seconds=usage.seconds, peak_rss_mb=usage.peak_rss_mb),
-            files=file_entries(tmp),
-        )
-        write_json(tmp / MANIFEST_FILE, manifest.model_dump(mode="json"))
+        manifest = write_manifest(source, recipe, calibration, tmp, usage.seconds, usage.peak_rss_mb)
+    return manifest
+
+
+def write_manifest(
+    source: SourceModel,
+    recipe: Recipe,
+    calibration: TokenSet | None,
+    folder: Path,
+    seconds: float,
+    peak_rss_mb: float,
+) -> Manifest:
+    """The variant's manifest in `folder`: lineage, identity, toolchain of its backend, every file."""
+    uses_calibration = recipe.data_aware and calibration is not None
+    manifest = Manifest(
+        source_repo=source.repo,
+        source_sha=source.sha,
+        recipe_name=recipe.name,
+        recipe=recipe.model_dump(mode="json"),
+        recipe_hash=recipe.content_hash(),
+        variant_identity=variant_identity(recipe, calibration),
+        toolchain=toolchain(recipe.backend),
+        calibration=calibration.spec if uses_calibration else None,
+        calibration_hash=calibration.content_hash if uses_calibration else None,
+        quantize=QuantizeUsage(seconds=seconds, peak_rss_mb=peak_rss_mb),
+        files=file_entries(folder),
+    )
+    write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
     return manifest
 
 
