@@ -70,12 +70,16 @@ def pareto_front(results: list[VariantResult]) -> list[str]:
 
 
 def best_passing(results: list[VariantResult]) -> str | None:
-    """The smallest passing variant; ties go to the faster one."""
+    """The smallest passing variant; among equal sizes (to 0.1 MiB) the lower perplexity, then the faster.
+
+    Quality before speed: decode speed of same-sized variants differs by noise, perplexity does not."""
     passing = [r for r in results if r.verdict.passed]
     if not passing:
         return None
     speed = lambda r: r.metrics.speed.tokens_per_second if r.metrics.speed else 0.0  # noqa: E731
-    return min(passing, key=lambda r: (round(r.metrics.size_mb, 1), -speed(r))).recipe
+    return min(
+        passing, key=lambda r: (round(r.metrics.size_mb, 1), r.metrics.perplexity.ppl, -speed(r))
+    ).recipe
 
 
 def table_rows(report: RunReport) -> list[dict[str, str]]:
