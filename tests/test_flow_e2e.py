@@ -23,10 +23,10 @@ def sweep(bundled_model, prefect_harness, tmp_path_factory):
         recipes="default",
         calibration=str(CALIBRATION_TEXT),
         evaluation=str(EVALUATION_TEXT),
-        num_samples=24,
+        num_samples=8,
         seq_len=128,
-        max_eval_windows=8,
-        new_tokens=16,
+        max_eval_windows=4,
+        new_tokens=8,
         output_dir=output,
     )
     first = quantize_flow(request)
