@@ -7,6 +7,10 @@ REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 PLOT = REPO / "docs" / "benchmarks-scaling.png"
 COMMAND = ".venv/bin/python -m bench.run_all"
+# What follows this line in docs/benchmarks.md is written by hand (profiles, conditions) and kept.
+NOTES_MARKER = (
+    "<!-- Written by hand below this line; bench.run_all keeps it when it rewrites the figures. -->"
+)
 
 
 def _goal(met: bool) -> str:
@@ -14,7 +18,8 @@ def _goal(met: bool) -> str:
 
 
 def write_benchmarks_doc(results: dict, json_path: Path) -> None:
-    """Rewrite docs/benchmarks.md from `results`; the figures all come from that one run."""
+    """Rewrite docs/benchmarks.md from `results` (the figures all come from that one run), keeping the
+    hand-written notes below NOTES_MARKER."""
     sweep, memory, rerun = results["sweep"], results["int4_memory"], results["rerun"]
     evaluation, pull, decode = results["evaluation"], results["pull"], results["decode_pytorch"]
     report = sweep["report"]
@@ -130,7 +135,8 @@ def write_benchmarks_doc(results: dict, json_path: Path) -> None:
             "",
         ]
     )
-    DOC.write_text(text)
+    notes = DOC.read_text().partition(NOTES_MARKER)[2] if DOC.exists() else ""
+    DOC.write_text(text + NOTES_MARKER + (notes or "\n"))
     _plot(results["scaling"])
 
 
