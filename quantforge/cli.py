@@ -149,7 +149,7 @@ def run(
         fail(str(error))
     report = _run_flow(request)
     _print_report(report)
-    console.print(f"report and variants in {output.resolve()}")
+    console.print(f"report and variants in {output.resolve()}", soft_wrap=True)
     if report.best is None:
         sys.exit(1)
 
@@ -230,8 +230,11 @@ def demo(
             sys.exit(1)
         console.print(f"published: {best.hub_repo} @ {best.hub_commit[:12]} (local Hub)")
         path = pull_variant(f"{best.model_name}@{CHAMPION_ALIAS}", source="hub")
-        console.print(f"pulled {best.model_name}@{CHAMPION_ALIAS} from the Hub, every file verified: {path}")
-    console.print(f"report and variants in {output.resolve()}")
+        console.print(
+            f"pulled {best.model_name}@{CHAMPION_ALIAS} from the Hub, every file verified: {path}",
+            soft_wrap=True,
+        )
+    console.print(f"report and variants in {output.resolve()}", soft_wrap=True)
 
 
 @app.command("recipes")
@@ -326,7 +329,7 @@ def bundled_model() -> None:
     """Build (once) and print the path of the bundled SmolLM2-135M-Instruct model directory."""
     from tasks.bundled_model import bundled_model_dir
 
-    console.print(str(bundled_model_dir()))
+    console.print(str(bundled_model_dir()), soft_wrap=True)
 
 
 if __name__ == "__main__":
