@@ -9,7 +9,6 @@ in a fresh subprocess; peak memory is the whole process tree's PSS (`tasks.resou
 sampled every 50 ms.
 """
 
-import contextlib
 import json
 import math
 import os
@@ -18,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,31 +56,18 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 def measured(command: list[str], env: dict[str, str] | None = None) -> dict:
     """Run `command`; its wall time, the peak memory of its process tree, and its stdout."""
-    from tasks.resources import tree_memory
+    from tasks.resources import PeakSampler
 
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
     )
-    peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        root = psutil.Process(process.pid)
-        while not done.is_set():
-            with contextlib.suppress(psutil.Error):
-                peak[0] = max(peak[0], tree_memory(root))
-            done.wait(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
     started = time.perf_counter()
-    sampler.start()
-    stdout, stderr = process.communicate()
+    with PeakSampler(psutil.Process(process.pid)) as sampler:
+        stdout, stderr = process.communicate()
     seconds = time.perf_counter() - started
-    done.set()
-    sampler.join()
     if process.returncode not in (0, 1):  # quantforge exits 1 when no variant passes
         raise RuntimeError(f"{command[:3]} failed ({process.returncode}): {stderr[-3000:]}")
-    return {"seconds": seconds, "peak_rss_mb": peak[0] / 2**20, "stdout": stdout}
+    return {"seconds": seconds, "peak_rss_mb": sampler.peak / 2**20, "stdout": stdout}
 
 
 def fresh_env(home: Path) -> dict[str, str]:
