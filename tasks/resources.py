@@ -42,9 +42,9 @@ class PeakSampler:
     """The peak of `tree_memory(process)` while the `with` block runs, sampled in a thread.
 
     Reading a process's PSS walks all its mappings (`smaps_rollup`: 78 ms for a 1.3 GiB process here,
-    against 0.03 ms for its RSS), and sampling that every 50 ms kept a whole core busy and slowed the
-    sweep being measured about twice. So between samples the sampler waits `interval` or nine times
-    the last sample's own cost, whichever is longer: at most a tenth of one core.
+    against 0.03 ms for its RSS): sampled every 50 ms, it kept the sampler thread busy most of the time
+    on a two-core host, beside the work it measures. So between samples the sampler waits `interval` or
+    nine times the last sample's own cost, whichever is longer: at most a tenth of one core.
     """
 
     def __init__(self, process: psutil.Process, interval: float = 0.05) -> None:
