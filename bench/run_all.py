@@ -5,8 +5,8 @@ docs/benchmarks.md in one command. Writes bench/results/<UTC time>.json and rege
                                       [--only evaluation,pull,...]
 
 Comparisons alternate A and B inside this one session and report medians. Each measured command runs
-in a fresh subprocess; peak memory is the whole process tree's PSS (`tasks.resources.tree_memory`)
-sampled every 50 ms.
+in a fresh subprocess; peak memory is the whole process tree's PSS, sampled by
+`tasks.resources.PeakSampler` (every 50 ms, or less often when a sample itself is slow).
 """
 
 import json
