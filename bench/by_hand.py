@@ -2,7 +2,7 @@
 quantization config (what `optimum-cli export openvino --weight-format ...` runs), then a perplexity
 script with OVModelForCausalLM on the same token windows. Prints one JSON line.
 
-    python bench/by_hand.py MODEL_DIR OUT_DIR WINDOWS.npy [--recipe NAME] [--calibration FILE]
+    python bench/by_hand.py MODEL_DIR OUT_DIR WINDOWS.npy [--recipe NAME --calibration FILE --evaluation FILE]
 """
 
 import json
@@ -18,6 +18,26 @@ import typer
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
+def same_calibration_text(model_dir: Path, calibration: Path, evaluation: Path) -> list[str]:
+    """The calibration samples quantforge takes by default (64 windows of 128 tokens, seed 0), as text:
+    optimum-intel tokenizes each string whole, so both ways calibrate on the same tokens."""
+    from transformers import AutoTokenizer
+
+    from tasks.datasets import calibration_samples
+    from tasks.request import QuantizeRequest
+
+    defaults = QuantizeRequest.model_fields
+    samples = calibration_samples(
+        str(calibration),
+        str(evaluation),
+        model_dir,
+        defaults["num_samples"].default,
+        defaults["seq_len"].default,
+        defaults["seed"].default,
+    )
+    return AutoTokenizer.from_pretrained(model_dir).batch_decode(samples.windows)
+
+
 @app.command()
 def main(
     model_dir: Path,
@@ -27,7 +47,9 @@ def main(
         str | None, typer.Option(help="Recipe of the default set; none: fp16 baseline.")
     ] = None,
     calibration: Annotated[Path | None, typer.Option(help="Text file for data-aware recipes.")] = None,
-    num_samples: int = 64,
+    evaluation: Annotated[
+        Path | None, typer.Option(help="The evaluation text (calibration never sees what it shares).")
+    ] = None,
 ) -> None:
     from optimum.intel import OVModelForCausalLM
 
@@ -39,9 +61,8 @@ def main(
         chosen = next(r for r in load_recipe_set("default").recipes if r.name == recipe)
         config = to_optimum_config(chosen)
         if chosen.data_aware:
-            paragraphs = [p.strip() for p in calibration.read_text().split("\n\n") if len(p.strip()) > 80]
-            config.dataset = paragraphs[:num_samples]
-            config.num_samples = min(num_samples, len(config.dataset))
+            config.dataset = same_calibration_text(model_dir, calibration, evaluation)
+            config.num_samples = len(config.dataset)
     model = OVModelForCausalLM.from_pretrained(
         model_dir, export=True, quantization_config=config, load_in_8bit=False, compile=False
     )

@@ -100,7 +100,7 @@ def by_hand_sweep(model_dir: Path, windows: Path, work: Path, recipes: list[str]
             str(windows),
         ]
         if recipe:
-            args += ["--recipe", recipe, "--calibration", str(CALIBRATION)]
+            args += ["--recipe", recipe, "--calibration", str(CALIBRATION), "--evaluation", str(EVALUATION)]
         run = measured(args, {"PYTHONPATH": str(REPO)})
         steps.append(json.loads(run["stdout"].strip().splitlines()[-1]))
         seconds += run["seconds"]
