@@ -1,5 +1,6 @@
 """Failures mid-run: a full disk during export or pull, and a model whose perplexity is not finite."""
 
+import contextlib
 import subprocess
 import threading
 import time
@@ -111,9 +112,10 @@ def fill_once_the_weights_are_downloading(disk, mid_file: threading.Event) -> No
     """Wait until the pull has written its first MiB of weights, then write until the disk is full."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not mid_file.is_set():
-        downloading = [p for p in disk.glob(".model.*.partial/**/*.incomplete") if p.is_file()]
-        if any(p.stat().st_size > 2**20 for p in downloading):
-            mid_file.set()
+        for part in disk.glob(".model.*.partial/**/*.incomplete"):
+            with contextlib.suppress(FileNotFoundError):  # a finished file is renamed under our feet
+                if part.stat().st_size > 2**20:
+                    mid_file.set()
         time.sleep(0.01)
     with (disk / "other-data").open("wb") as handle:
         try:
