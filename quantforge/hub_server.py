@@ -4,8 +4,9 @@ The real `huggingface_hub` client talks to it when `HF_ENDPOINT` (or `HfApi(endp
 and `HF_HUB_DISABLE_XET=1` is set: repos, commits (NDJSON), plain Git LFS uploads, tags and branches,
 repo info, trees, refs, commit history and `resolve` downloads with the Hub's error headers. Storage is
 a folder (content-addressed blobs, immutable commit files, one refs file per repo), so a restarted
-server serves the same commits. Faults (error statuses, dropped connections) can be injected and every
-request is counted, so tests can prove how a client behaves when the Hub misbehaves.
+server serves the same commits. Faults (error statuses, dropped connections, slow or lying answers) can
+be injected and every request is counted, so tests can prove how a client behaves when the Hub
+misbehaves; the HTTP control endpoints take the server's own control token, never a Hub user's.
 
 Standard library only: `ThreadingHTTPServer` with HTTP/1.1 keep-alive.
 """
@@ -87,6 +88,13 @@ def check_path(path: str) -> str:
     if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..", ".git") for p in parts):
         raise HubError(400, f"Invalid path in repo: {path!r}", "InvalidPath")
     return path
+
+
+def check_repo_id(repo_id: str) -> str:
+    """Refuse repo ids that are not `namespace/name` or hold `..`: they become folders under the root."""
+    if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+        raise HubError(400, f"Invalid repo id: {repo_id[:100]!r}", "InvalidRepoId")
+    return repo_id
 
 
 def _entry(sha256: str, size: int, lfs: bool, content_git_oid: str | None = None) -> dict:
@@ -178,11 +186,11 @@ class Store:
     # repos
 
     def repo_dir(self, kind: str, repo_id: str) -> Path:
-        return self.root / "repos" / f"{kind}s" / repo_id
+        return self.root / "repos" / f"{kind}s" / check_repo_id(repo_id)
 
     def lock(self, kind: str, repo_id: str) -> contextlib.AbstractContextManager[None]:
         """The lock every change of one repo's state (creation, refs, settings) holds."""
-        return _locked_file(self.root / "locks" / f"{kind}--{repo_id.replace('/', '--')}.lock")
+        return _locked_file(self.root / "locks" / f"{kind}--{check_repo_id(repo_id).replace('/', '--')}.lock")
 
     def repo(self, kind: str, repo_id: str) -> dict | None:
         """The repo's state (settings, branches, tags), or None if it does not exist."""
@@ -361,11 +369,13 @@ class Fault:
 
     method: str | None
     path_pattern: str
-    status: int = 500
+    status: int | None = 500  # None: the normal answer (with the changes below)
     times: int = 1
     retry_after: int | None = None
     drop_connection: bool = False
     throttle_bps: int | None = None  # instead of failing: answer, but move the body at this rate
+    headers: dict[str, str] | None = None  # set on the answer (a compromised Hub's ETag, X-Repo-Commit)
+    json_fields: dict[str, Any] | None = None  # replaced in a normal JSON answer (e.g. a repo info's sha)
 
 
 class Control:
@@ -414,7 +424,7 @@ class Control:
 
 API = r"/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)"
 WEB = r"/(?:(?P<kind>datasets)/)?(?P<repo>[^/]+/[^/]+?)"
-CONTROL = ("/_quantforge/faults", "/_quantforge/requests")  # never faulted nor counted
+CONTROL = ("/_quantforge/faults", "/_quantforge/requests")  # never faulted nor counted; control token only
 ROUTES: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
     (methods, re.compile(pattern), name)
     for methods, pattern, name in [
@@ -480,12 +490,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.status = 0
         self.throttle_bps: int | None = None
+        self.extra_headers: dict[str, str] = {}
+        self.json_fields: dict[str, Any] = {}
         self.body_read = False
         path = url.path
         try:
             fault = None if path in CONTROL else self.app.control.take(self.command, path)
-            if fault is not None and fault.throttle_bps:
+            if fault is not None:
+                self.extra_headers = dict(fault.headers or {})
+            if fault is not None and (fault.throttle_bps or fault.status is None):
                 self.throttle_bps = fault.throttle_bps
+                self.json_fields = dict(fault.json_fields or {})
                 self._route(path)
             elif fault is not None:
                 self._fail(fault)
@@ -507,11 +522,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 log.info("%s %s -> %s", self.command, path, self.status or "dropped")
 
     def _route(self, path: str) -> None:
+        # Decoded before routing: `%2e%2e` is `..` to anything that later joins the value into a path.
+        if any(unquote(segment) in (".", "..") for segment in path.split("/")):
+            self._read_body()
+            raise HubError(400, f"Invalid path: {path[:200]!r}", "InvalidPath")
         allowed = False
         for methods, pattern, name in ROUTES:
             if match := pattern.fullmatch(path):
                 if self.command in methods:
-                    params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+                    params = {k: _param(k, v) for k, v in match.groupdict().items() if v is not None}
+                    if name in ("faults", "requests"):
+                        self._controller()
                     if name != "lfs_put":  # streamed to disk; everything else is small JSON
                         self.body = self._read_body()
                     getattr(self, f"_r_{name}")(**params)
@@ -568,7 +589,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
+        for name, value in {**(headers or {}), **self.extra_headers}.items():
             self.send_header(name, value)
         if not self.body_read:  # the unread body ends this connection: say so, or the client reuses it
             self.send_header("Connection", "close")
@@ -583,6 +604,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         headers: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> None:
+        if isinstance(payload, dict) and self.json_fields:
+            payload = {**payload, **self.json_fields}
         self._send(status, json.dumps(payload).encode(), content_type, headers)
 
     def _error(self, error: HubError) -> None:
@@ -607,6 +630,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if user is None:
             raise HubError(401, "Invalid credentials in Authorization header")
         return user
+
+    def _controller(self) -> None:
+        """Only the holder of the server's control token may inject faults or read the request log."""
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self.app.control_token):
+            self._read_body()
+            raise HubError(401, "the control endpoints need this server's control token")
 
     def _writer(self) -> str:
         user = self._user()
@@ -952,7 +982,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(end - start + 1))
-        for name, value in headers.items():
+        for name, value in {**headers, **self.extra_headers}.items():
             self.send_header(name, value)
         self.end_headers()
         if self.command == "HEAD":
@@ -1044,6 +1074,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._json(200, {"count": len(found), "requests": [list(entry) for entry in found]})
 
 
+def _param(name: str, raw: str) -> str:
+    """A route parameter, decoded; an encoded slash is refused in repo ids and file paths (only a
+    revision such as `refs%2Fpr%2F1` carries one), `..` everywhere."""
+    value = unquote(raw)
+    if (name != "rev" and re.search(r"%2f|%5c", raw, re.IGNORECASE)) or ".." in value.split("/"):
+        raise HubError(400, f"Invalid {name}: {raw[:200]!r}", "InvalidPath")
+    return value
+
+
 class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True  # a client holding a keep-alive connection never blocks shutdown
     app: "HubServer"
@@ -1073,6 +1112,8 @@ class HubServer:
         self.store = Store(self.root)
         self.control = Control()
         self.secret = secrets.token_bytes(32)  # signs LFS upload URLs of this process
+        # Faults and the request log are for whoever started the server, not for its Hub users.
+        self.control_token = secrets.token_urlsafe(32)
         self._port, self._verbose = port, verbose
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -1176,18 +1217,32 @@ class HubServer:
         self,
         method: str | None = "POST",
         path_pattern: str = ".",
-        status: int = 500,
+        status: int | None = 500,
         times: int = 1,
         retry_after: int | None = None,
         drop_connection: bool = False,
         throttle_bps: int | None = None,
+        headers: dict[str, str] | None = None,
+        json_fields: dict[str, Any] | None = None,
     ) -> None:
         """The next `times` requests matching method and path regex get `status`, a dropped connection,
-        or (with `throttle_bps`) their normal answer with the body moving at that many bytes/s."""
+        or (with `throttle_bps` or `status=None`) their normal answer, its body moving at `throttle_bps`
+        bytes/s and its top-level `json_fields` replaced. `headers` are set on whichever answer is sent:
+        how a compromised Hub lies."""
         if status == 429 and retry_after is None:
             retry_after = 1
         self.control.add(
-            Fault(method, path_pattern, status, times, retry_after, drop_connection, throttle_bps)
+            Fault(
+                method,
+                path_pattern,
+                status,
+                times,
+                retry_after,
+                drop_connection,
+                throttle_bps,
+                headers,
+                json_fields,
+            )
         )
 
     def clear_faults(self) -> None:
@@ -1219,7 +1274,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m quantforge.hub_server",
         description="A Hugging Face Hub-compatible server on 127.0.0.1 (clients set HF_HUB_DISABLE_XET=1)."
-        " Prints one line HF_ENDPOINT=http://127.0.0.1:PORT once listening; stops on SIGTERM or SIGINT.",
+        " Prints HF_ENDPOINT=http://127.0.0.1:PORT once listening, then the line"
+        " QUANTFORGE_HUB_CONTROL_TOKEN=... (the Bearer token of /_quantforge/faults and /requests);"
+        " stops on SIGTERM or SIGINT.",
     )
     parser.add_argument("--root", type=Path, required=True, help="Folder holding repos, commits and blobs.")
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port).")
@@ -1253,6 +1310,7 @@ def main(argv: list[str] | None = None) -> None:
         for repo_id, folder in _parse_pairs(args.seed, "=", "seed"):
             hub.seed_repo(repo_id, folder)
         print(f"HF_ENDPOINT={hub.url}", flush=True)
+        print(f"QUANTFORGE_HUB_CONTROL_TOKEN={hub.control_token}", flush=True)
         stop.wait()
 
 

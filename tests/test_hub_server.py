@@ -287,7 +287,7 @@ def test_failed_commit_post_commits_nothing(hub, api):
     assert hub.requests("POST", r"/commit/", status=0) == 1
 
 
-def test_faults_and_counters_over_http(hub, api):
+def test_faults_and_counters_over_http_need_the_control_token(hub, api):
     api.create_repo(REPO)
     fault = {
         "method": "GET",
@@ -296,14 +296,68 @@ def test_faults_and_counters_over_http(hub, api):
         "retry_after": 0,
         "times": 1,
     }
-    httpx.post(f"{hub.url}/_quantforge/faults", json=fault).raise_for_status()
+    for auth in ({}, {"Authorization": f"Bearer {TOKEN}"}):  # no token, and a Hub user's write token
+        assert httpx.post(f"{hub.url}/_quantforge/faults", json=fault, headers=auth).status_code == 401
+        assert httpx.delete(f"{hub.url}/_quantforge/faults", headers=auth).status_code == 401
+        assert httpx.get(f"{hub.url}/_quantforge/requests", headers=auth).status_code == 401
+    assert httpx.get(f"{hub.url}/api/models/{REPO}").status_code == 200  # no fault was taken
+
+    control = {"Authorization": f"Bearer {hub.control_token}"}
+    httpx.post(f"{hub.url}/_quantforge/faults", json=fault, headers=control).raise_for_status()
     assert httpx.get(f"{hub.url}/api/models/{REPO}").status_code == 429
     assert httpx.get(f"{hub.url}/api/models/{REPO}").status_code == 200
-    httpx.post(f"{hub.url}/_quantforge/faults", json={**fault, "times": 5}).raise_for_status()
-    httpx.delete(f"{hub.url}/_quantforge/faults").raise_for_status()
+    httpx.post(
+        f"{hub.url}/_quantforge/faults", json={**fault, "times": 5}, headers=control
+    ).raise_for_status()
+    httpx.delete(f"{hub.url}/_quantforge/faults", headers=control).raise_for_status()
     assert httpx.get(f"{hub.url}/api/models/{REPO}").status_code == 200
-    counted = httpx.get(f"{hub.url}/_quantforge/requests", params={"method": "GET", "status": "429"}).json()
+    counted = httpx.get(
+        f"{hub.url}/_quantforge/requests", params={"method": "GET", "status": "429"}, headers=control
+    ).json()
     assert counted["count"] == 1
+
+
+def test_a_lying_answer_can_be_injected(hub, api, tmp_path):
+    """`status=None`: the normal answer with a header or JSON field replaced, as a compromised Hub sends."""
+    sha = hub.seed_repo(REPO, model_folder(tmp_path / "v1"))
+    hub.inject_fault("HEAD", r"/resolve/.*config\.json$", status=None, headers={"ETag": '"../x"'})
+    head = httpx.head(f"{hub.url}/{REPO}/resolve/main/config.json")
+    assert head.status_code == 200 and head.headers["ETag"] == '"../x"'
+    assert head.headers["X-Repo-Commit"] == sha
+    hub.inject_fault("GET", r"/api/models/", status=None, json_fields={"sha": "not-a-sha"})
+    assert httpx.get(f"{hub.url}/api/models/{REPO}").json()["sha"] == "not-a-sha"
+    assert api.model_info(REPO).sha == sha  # one answer each
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/models/acme/%2e%2e/revision/main",
+        "/api/models/%2E%2E/%2e%2e/revision/main",
+        "/api/models/acme%2F..%2F..%2Fhub/x/revision/main",
+        "/acme/..%2F..%2Frepos/resolve/main/config.json",
+        "/acme/tiny/resolve/main/..%2F..%2Frepo.json",
+        "/acme/tiny/resolve/main/%2e%2e/%2e%2e/repo.json",
+        "/api/models/acme/tiny/tree/main/a%2Fb",
+        "/api/models/..%2F..%2F..%2Foutside/x",  # tmp_path/outside/x/repo.json, beside the root
+    ],
+)
+def test_dot_dot_and_encoded_slashes_in_repo_ids_and_paths_are_refused(hub, tmp_path, path):
+    hub.seed_repo(REPO, model_folder(tmp_path / "v1"))
+    outside = tmp_path / "outside" / "x"
+    outside.mkdir(parents=True)
+    state = {"id": "outside/x", "type": "model", "private": False, "gated": False, "branches": {}, "tags": {}}
+    (outside / "repo.json").write_text(json.dumps({**state, "createdAt": "2026-01-01T00:00:00.000Z"}))
+    before = sorted(p for p in tmp_path.rglob("*"))
+    answer = httpx.get(hub.url + path)
+    assert answer.status_code == 400 and answer.headers["X-Error-Code"] in ("InvalidPath", "InvalidRepoId")
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written, in the root or beside it
+
+
+def test_an_encoded_slash_in_a_revision_still_resolves(hub, api, tmp_path):
+    sha = hub.seed_repo(REPO, model_folder(tmp_path / "v1"))
+    answer = httpx.head(f"{hub.url}/{REPO}/resolve/refs%2Fheads%2Fmain/config.json")
+    assert answer.status_code == 200 and answer.headers["X-Repo-Commit"] == sha
 
 
 def test_restart_on_the_same_root_serves_the_same_commit(tmp_path):
@@ -328,11 +382,17 @@ def test_command_line_server_prints_its_endpoint_and_stops_on_sigterm(tmp_path):
         line = process.stdout.readline().strip()
         assert line.startswith("HF_ENDPOINT=http://127.0.0.1:")
         endpoint = line.removeprefix("HF_ENDPOINT=")
+        name, _, control_token = process.stdout.readline().strip().partition("=")
+        assert name == "QUANTFORGE_HUB_CONTROL_TOKEN" and len(control_token) >= 32
         assert HfApi(endpoint=endpoint, token=TOKEN).whoami()["name"] == "alice"
         assert "config.json" in HfApi(endpoint=endpoint, token=False).list_repo_files(REPO)
+        requests = httpx.get(
+            f"{endpoint}/_quantforge/requests", headers={"Authorization": f"Bearer {control_token}"}
+        )
+        assert requests.json()["count"] >= 2
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
-        assert process.stdout.read() == ""  # exactly one line
+        assert process.stdout.read() == ""  # exactly two lines
     finally:
         process.kill()
         process.wait()
