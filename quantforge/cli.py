@@ -12,11 +12,13 @@ from rich.console import Console
 from rich.table import Table
 
 from quantforge.errors import QuantforgeError
+from quantforge.redact import install_log_redaction, redact
 
 # transformers imports torchao whenever it loads a model; on CPU-only torch torchao warns that its CUDA
 # kernels cannot load, and torch that torchao's enums are registered twice: noise on every run.
 for _noisy in ("torchao", "torch.utils._pytree"):
     logging.getLogger(_noisy).setLevel(logging.ERROR)
+install_log_redaction()  # no secret in any log line, whichever library writes it
 # The ephemeral Prefect server quantforge starts: no telemetry (an offline host logs an ERROR per run),
 # and time to start on a busy 2-core host (Prefect's default, 20 s, has been seen to run out).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -35,16 +37,16 @@ DEMO_NAMESPACE = "quantforge-demo"
 
 def fail(message: str) -> None:
     """Print one line to stderr and exit non-zero."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {redact(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
 def registry_error(error: Exception) -> str:
     """One line for an MLflow failure, naming the server without credentials."""
-    from registry.tracking import redacted_tracking_uri
+    from registry.tracking import tracking_uri
 
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"MLflow at {redacted_tracking_uri()} failed: {detail[:300]}"
+    return f"MLflow at {tracking_uri()} failed: {detail[:300]}"
 
 
 def _one_line(error: ValidationError) -> str:

@@ -2,7 +2,7 @@
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -16,16 +16,27 @@ HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQU
 
 
 def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` when set, else the embedded sqlite database."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{_embedded_root() / 'mlflow.db'}"
+    """`MLFLOW_TRACKING_URI` without its user:password part, else the embedded sqlite database.
+
+    The URI MLflow is given and messages name: MLflow writes it into its errors and its retry warnings,
+    and Prefect stores a failed task's error with its state, so credentials in it would be printed and
+    recorded. `mlflow_client` hands them to MLflow as MLFLOW_TRACKING_USERNAME/PASSWORD instead.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{_embedded_root() / 'mlflow.db'}"
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-def redacted_tracking_uri() -> str:
-    """`tracking_uri()` without any user:password part, for messages."""
-    parts = urlsplit(tracking_uri())
-    if parts.username or parts.password:
-        parts = parts._replace(netloc=f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else ""))
-    return urlunsplit(parts)
+def _credentials_from_uri() -> None:
+    """Basic-auth credentials of `MLFLOW_TRACKING_URI` as the variables MLflow reads; ones set explicitly
+    win, as requests lets explicit credentials win over a URL's."""
+    parts = urlsplit(os.environ.get("MLFLOW_TRACKING_URI", ""))
+    if parts.username is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username))
+    if parts.password is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
 
 
 def _embedded_root() -> Path:
@@ -33,9 +44,10 @@ def _embedded_root() -> Path:
 
 
 def mlflow_client() -> MlflowClient:
-    """A client for `tracking_uri()` (credentials come from MLFLOW_TRACKING_USERNAME/PASSWORD)."""
+    """A client for `tracking_uri()`; credentials from MLFLOW_TRACKING_USERNAME/PASSWORD or the URI."""
     for name, value in HTTP_RETRY_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    _credentials_from_uri()
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         _embedded_root().mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,63 @@
+"""Secrets masked in every line quantforge prints or logs: credentials in URLs, the MLflow password and
+the Hub token."""
+
+import logging
+import os
+import re
+import traceback
+from urllib.parse import unquote, urlsplit
+
+MASK = "***"
+# Whose values are secrets wherever they turn up (read at each use: `quantforge demo` sets HF_TOKEN late).
+SECRET_VARIABLES = ("MLFLOW_TRACKING_PASSWORD", "HF_TOKEN")
+# `user:password@` after a URL's scheme, up to the last `@` before the path (a password may hold `@`).
+URL_USERINFO = re.compile(r"(?<=://)[^\s/]+@")
+
+
+def secret_values() -> list[str]:
+    """The secrets of this process's environment, longest first (a secret may contain another)."""
+    values = {os.environ.get(name) for name in SECRET_VARIABLES}
+    password = urlsplit(os.environ.get("MLFLOW_TRACKING_URI", "")).password
+    if password:
+        values |= {password, unquote(password)}
+    return sorted((v for v in values if v), key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """`text` with URL credentials and every secret value replaced by `***`."""
+    text = URL_USERINFO.sub(MASK + "@", text)
+    for value in secret_values():
+        text = text.replace(value, MASK)
+    return text
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # arguments that do not fit the format: every handler would print them raw
+        message = f"{record.msg} {record.args}"
+    record.msg, record.args = redact(message), None
+    if record.exc_info:
+        # Formatters append `exc_text` when it is set; without `exc_info` none formats the raw exception.
+        record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+        record.exc_info = None
+
+
+def install_log_redaction() -> None:
+    """Redact every log record this process makes from now on, whatever its logger or handler.
+
+    A record factory rather than a `logging.Filter`: a filter on a logger never sees its child loggers'
+    records (Prefect's `prefect.task_runs.*`, urllib3's retry warnings reach handlers by propagation),
+    and one on handlers misses the handlers created after it.
+    """
+    make_record = logging.getLogRecordFactory()
+    if getattr(make_record, "redacts", False):
+        return
+
+    def redacting_factory(*args, **kwargs) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        _redact_record(record)
+        return record
+
+    redacting_factory.redacts = True
+    logging.setLogRecordFactory(redacting_factory)

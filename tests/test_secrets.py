@@ -1,0 +1,90 @@
+"""Credentials in MLFLOW_TRACKING_URI, the MLflow password and the Hub token reach no printed line, no
+log, no Prefect record and no file, even when the registry is unreachable and everything fails."""
+
+import io
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from quantforge.redact import install_log_redaction
+from tests.conftest import EVALUATION_TEXT, files_containing
+from tests.models import tiny_model
+from tests.servers import free_port
+
+CANARY = "canarysecret-5b07e2"
+QUANTFORGE = str(Path(sys.executable).with_name("quantforge"))
+
+
+def test_every_log_record_is_redacted_whatever_its_logger(monkeypatch):
+    """Arguments, exceptions and tracebacks of records made by a library's child logger, which reach
+    a parent's handler by propagation."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:{CANARY}-uri@mlflow:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", f"{CANARY}-password")
+    monkeypatch.setenv("HF_TOKEN", f"hf_{CANARY}")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    parent = logging.getLogger("quantforge-test-parent")
+    parent.addHandler(handler)
+    previous = logging.getLogRecordFactory()
+    try:
+        install_log_redaction()
+        install_log_redaction()  # once is enough: a second call changes nothing
+        child = logging.getLogger("quantforge-test-parent.task_runs")
+        child.warning("token %s, password %s", f"hf_{CANARY}", f"{CANARY}-password")
+        try:
+            raise ConnectionError(f"API request to http://user:{CANARY}-uri@mlflow:5000/api failed")
+        except ConnectionError:
+            child.exception("registry unreachable at %s", "https://admin:hunter2@mlflow:5000")
+    finally:
+        logging.setLogRecordFactory(previous)
+        parent.removeHandler(handler)
+    written = stream.getvalue()
+    assert CANARY not in written and "hunter2" not in written
+    assert "token ***, password ***" in written
+    assert "https://***@mlflow:5000" in written
+    assert "ConnectionError: API request to http://***@mlflow:5000/api failed" in written  # the traceback
+
+
+@pytest.mark.model
+def test_unreachable_registry_named_without_its_credentials(bundled_model, tmp_path):
+    """The real CLI (`run` on a tiny model, `pull`) against a registry URI with user:password that
+    nothing listens on: MLflow's retry warnings, its error, Prefect's task-failure logs and states."""
+    model = tiny_model("llama", tmp_path / "tiny-llama", bundled_model)
+    port = free_port()
+    prefect_home = tmp_path / "prefect"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
+    }
+    env |= {
+        "MLFLOW_TRACKING_URI": f"http://user:{CANARY}@127.0.0.1:{port}",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",  # one retry warning, which names the server
+        "QUANTFORGE_HOME": str(tmp_path / "home"),
+        "PREFECT_HOME": str(prefect_home),  # this run's ephemeral Prefect server and its database
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([QUANTFORGE, *args], env=env, capture_output=True, text=True, timeout=600)
+
+    run = cli(
+        "run", str(model), "--recipes", "quick", "--only", "int8-asym", "--eval", str(EVALUATION_TEXT),
+        "--max-eval-windows", "1", "--output", str(tmp_path / "out"),
+    )  # fmt: skip
+    pull = cli("pull", "tiny-llama--int8-asym@champion", "--dest", str(tmp_path / "pulled"))
+    for done in (run, pull):
+        assert done.returncode == 2, done.stderr[-3000:]
+        (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert line.startswith(f"error: MLflow at http://127.0.0.1:{port} failed: ")
+        assert len(line) < 500
+        assert CANARY not in done.stdout + done.stderr
+    assert "Retrying" in pull.stderr  # MLflow's retry warning was printed, redacted
+    # Prefect recorded the failed task (its logs and state name the server) ...
+    assert any(f"127.0.0.1:{port}".encode() in p.read_bytes() for p in prefect_home.rglob("*") if p.is_file())
+    # ... and no file anywhere holds the password.
+    assert files_containing(CANARY, tmp_path) == []
