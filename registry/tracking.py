@@ -26,6 +26,8 @@ def tracking_uri() -> str:
     if not uri:
         return f"sqlite:///{_embedded_root() / 'mlflow.db'}"
     parts = urlsplit(uri)
+    if "@" not in parts.netloc:  # no credentials (and urlunsplit would make sqlite:////abs/path relative)
+        return uri
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
