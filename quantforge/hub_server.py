@@ -493,7 +493,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.extra_headers: dict[str, str] = {}
         self.json_fields: dict[str, Any] = {}
         self.body_read = False
-        path = url.path
+        self.request_path = path = url.path
         try:
             fault = None if path in CONTROL else self.app.control.take(self.command, path)
             if fault is not None:
@@ -516,8 +516,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         finally:
             if not self.body_read:  # an unread body would be parsed as the next request
                 self.close_connection = True
-            if path not in CONTROL:
-                self.app.control.record(self.command, path, self.status)
+            if self.status == 0:  # dropped: no answer recorded it
+                self._record()
             if self.server.verbose:
                 log.info("%s %s -> %s", self.command, path, self.status or "dropped")
 
@@ -540,6 +540,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 allowed = True
         self._read_body()  # so the connection stays usable: clients probe endpoints this server lacks
         raise HubError(405 if allowed else 404, f"{self.command} {path}: no such endpoint")
+
+    def _record(self, status: int = 0) -> None:
+        """Count the request as answered with `status` before the answer leaves: a client that reacts to
+        its headers finds the request counted."""
+        self.status = status
+        if self.request_path not in CONTROL:
+            self.app.control.record(self.command, self.request_path, status)
 
     def _fail(self, fault: Fault) -> None:
         self._read_body()  # so a keep-alive client is not left mid-upload
@@ -585,7 +592,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _send(
         self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
     ) -> None:
-        self.status = status
+        self._record(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -978,7 +985,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 )
             start, end, status = int(match.group(1)), min(int(match.group(2) or end), end), 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        self.status = status
+        self._record(status)
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(end - start + 1))

@@ -5,13 +5,14 @@ import json
 import math
 from pathlib import Path
 
-from huggingface_hub import constants, hf_hub_download, snapshot_download
+from huggingface_hub import constants, hf_hub_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import filter_repo_objects
 from jinja2.exceptions import SecurityError
 from prefect import task
@@ -20,7 +21,7 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 from quantforge.atomic import require_free_space
 from quantforge.errors import QuantforgeError, TransientError
-from quantforge.hub import hub_api
+from quantforge.hub import COMMIT_SHA, HostileAnswer, hub_api
 from quantforge.retries import IO_ERRORS, is_transient, only_io_errors
 from tasks.bundled_model import BUNDLED_NAME, BUNDLED_PREFIX, bundled_model_dir
 
@@ -96,6 +97,8 @@ def _from_hub(repo: str, revision: str, *, trust_remote_code: bool, allow_pickle
     # Gated repos show their metadata to anyone and refuse the first download: both calls are covered.
     try:
         return _download(repo, revision, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    except HostileAnswer as error:
+        raise QuantforgeError(f"`model`: {repo!r}: {error}") from None
     except GatedRepoError:
         raise QuantforgeError(f"`model`: {repo!r} is gated: set HF_TOKEN to a token with access") from None
     except RevisionNotFoundError:
@@ -114,6 +117,10 @@ def _from_hub(repo: str, revision: str, *, trust_remote_code: bool, allow_pickle
 def _download(repo: str, revision: str, *, trust_remote_code: bool, allow_pickle: bool) -> SourceModel:
     api = hub_api()
     info = api.model_info(repo, revision=revision, files_metadata=True)
+    if not COMMIT_SHA.fullmatch(info.sha or ""):  # it names the snapshot folder: a hash, or a path
+        raise QuantforgeError(
+            f"`model`: {repo!r} answered commit sha {str(info.sha)[:120]!r}, not 40 hex digits (refused)"
+        )
     names = [s.rfilename for s in info.siblings or []]
     for name in names:  # the Hub never lists these; a hostile or broken endpoint might
         if name.startswith("/") or "\\" in name or ".." in name.split("/"):
@@ -128,15 +135,29 @@ def _download(repo: str, revision: str, *, trust_remote_code: bool, allow_pickle
     if "config.json" not in names:
         raise QuantforgeError(f"`model`: {repo!r} has no config.json")
     # The config decides whether the repo may be loaded at all: read it before the weights.
-    config = hf_hub_download(repo, "config.json", revision=info.sha, endpoint=api.endpoint)
-    check_config(Path(config), repo, trust_remote_code=trust_remote_code)
+    config = _download_file(repo, info.sha, "config.json", api.endpoint)
+    check_config(config, repo, trust_remote_code=trust_remote_code)
     patterns = NEEDED_FILES + ([f"*{s}" for s in PICKLED_SUFFIXES] if not has_safetensors else [])
-    needed = filter_repo_objects(info.siblings or [], allow_patterns=patterns, key=lambda s: s.rfilename)
+    needed = list(
+        filter_repo_objects(info.siblings or [], allow_patterns=patterns, key=lambda s: s.rfilename)
+    )
     cache = Path(constants.HF_HUB_CACHE)
     cache.mkdir(parents=True, exist_ok=True)
     require_free_space(cache, sum(s.size or 0 for s in needed), f"download {repo}@{info.sha[:7]}")
-    local = snapshot_download(repo, revision=info.sha, allow_patterns=patterns, endpoint=api.endpoint)
-    return SourceModel(repo=repo, sha=info.sha, local_dir=Path(local))
+    # File by file from the listing checked above, not `snapshot_download`: that asks for the listing
+    # and the sha again, and a hostile endpoint may answer the second time what it did not the first.
+    for sibling in needed:
+        _download_file(repo, info.sha, sibling.rfilename, api.endpoint)
+    return SourceModel(repo=repo, sha=info.sha, local_dir=config.parent)
+
+
+def _download_file(repo: str, sha: str, name: str, endpoint: str) -> Path:
+    """One file of commit `sha` into the Hub cache; every answer's headers pass `check_download_answer`."""
+    path = Path(hf_hub_download(repo, name, revision=sha, endpoint=endpoint))
+    expected = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
+    if path != expected / "snapshots" / sha / name:  # the answer named another commit than asked for
+        raise QuantforgeError(f"`model`: {repo!r} served {name} from another commit than {sha} (refused)")
+    return path
 
 
 def check_config(config_path: Path, repo: str, *, trust_remote_code: bool) -> None:

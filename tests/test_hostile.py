@@ -3,13 +3,18 @@ each is refused in one line naming the problem, nothing is written outside the c
 """
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+from huggingface_hub import constants
+from huggingface_hub.file_download import repo_folder_name
 from safetensors.numpy import save_file
 
 from quantforge.errors import QuantforgeError
 from quantforge.hub_server import HubServer
+from quantforge.retries import is_transient
 from tasks.fetch import fetch_source
 
 TOKEN = "hf_hostileTestToken"
@@ -66,6 +71,61 @@ def test_a_download_larger_than_the_disk_is_refused_before_it_starts(hub, tmp_pa
     with pytest.raises(QuantforgeError, match=r"^not enough disk space to download mallory/huge@"):
         fetch_source("mallory/huge")
     assert hub.requests("GET", r"/resolve/") == 1  # config.json only: nothing big was fetched
+
+
+def climbing_to(target: Path, repo: str, folder: str) -> str:
+    """The string that, joined to `folder` of the repo's Hub cache, names `target`: what a compromised Hub
+    puts in a header that huggingface_hub turns into a path."""
+    cache = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
+    return os.path.relpath(target, cache / folder)
+
+
+@pytest.fixture
+def sentinel(tmp_path):
+    """A folder outside both caches holding one file; a hostile answer aims at `sentinel/pwned`."""
+    folder = tmp_path / "sentinel"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("untouched")
+    return folder
+
+
+# (request, file, status, header, folder of the repo's cache the value is joined to)
+HOSTILE_HEADERS = {
+    "etag": ("HEAD", "config.json", None, "ETag", "blobs"),
+    "linked-etag": ("HEAD", "model.safetensors", None, "X-Linked-Etag", "blobs"),
+    "etag-on-get": ("GET", "config.json", None, "ETag", "blobs"),
+    "commit": ("HEAD", "config.json", None, "X-Repo-Commit", "snapshots"),
+    "commit-of-a-404": ("HEAD", "config.json", 404, "X-Repo-Commit", ".no_exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_HEADERS))
+def test_a_download_header_naming_a_path_is_refused_before_anything_is_written(hub, tmp_path, sentinel, case):
+    method, name, status, header, folder = HOSTILE_HEADERS[case]
+    repo = f"mallory/{case}"
+    hub.seed_repo(repo, model_folder(tmp_path / "repo"))
+    value = climbing_to(sentinel / "pwned", repo, folder)
+    headers = {header: f'"{value}"' if "etag" in header.lower() else value}
+    if status == 404:
+        headers["X-Error-Code"] = "EntryNotFound"
+    hub.inject_fault(method, rf"/resolve/[^/]+/{name}$", status=status, headers=headers)
+    with pytest.raises(QuantforgeError) as refused:
+        fetch_source(repo)
+    message = str(refused.value)
+    assert message.startswith(f"`model`: {repo!r}: ") and f"`{header}`" in message and value[:20] in message
+    assert "\n" not in message and len(message) < 400
+    assert not is_transient(refused.value)  # the fetch task's retry condition: not retried
+    assert hub.requests(method, rf"/resolve/[^/]+/{name}$") == 1  # nor by huggingface_hub itself
+    assert sorted(p.name for p in sentinel.iterdir()) == ["keep.txt"]
+    assert written_outside_the_cache(tmp_path) == ["sentinel/keep.txt"]
+
+
+def test_a_commit_sha_that_is_not_one_is_refused_before_any_download(hub, tmp_path):
+    hub.seed_repo("mallory/sha", model_folder(tmp_path / "repo"))
+    hub.inject_fault("GET", r"/api/models/mallory/sha", status=None, json_fields={"sha": "../" * 8 + "x"})
+    with pytest.raises(QuantforgeError, match=r"^`model`: 'mallory/sha' answered commit sha '\.\./\.\./"):
+        fetch_source("mallory/sha")
+    assert hub.requests(None, r"/resolve/") == 0
 
 
 @pytest.mark.parametrize(
