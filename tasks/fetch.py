@@ -14,20 +14,23 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import filter_repo_objects
-from jinja2.exceptions import SecurityError
 from prefect import task
 from pydantic import BaseModel
-from transformers.utils.chat_template_utils import render_jinja_template
 
 from quantforge.atomic import require_free_space
 from quantforge.errors import QuantforgeError, TransientError
 from quantforge.hub import COMMIT_SHA, HostileAnswer, hub_api
 from quantforge.retries import IO_ERRORS, is_transient, only_io_errors
 from tasks.bundled_model import BUNDLED_NAME, BUNDLED_PREFIX, bundled_model_dir
+from tasks.chat_templates import check_chat_templates
 
 # What a causal LM needs on disk; weights are taken as safetensors only unless pickles are allowed.
 NEEDED_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+# A config is kilobytes and a tokenizer_config.json a few MB: anything far larger is not read into memory.
+MAX_JSON_BYTES = 64 * 2**20
+# safetensors' own bound on its header (MAX_HEADER_SIZE): real headers are kilobytes to a few MB.
+MAX_SAFETENSORS_HEADER_BYTES = 100_000_000
 SUPPORTED_ARCHITECTURES = {
     "LlamaForCausalLM",
     "MistralForCausalLM",
@@ -73,7 +76,8 @@ def fetch_source(
         source = _from_hub(model, revision, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     check_config(source.local_dir / "config.json", source.repo, trust_remote_code=trust_remote_code)
     check_weights(source, allow_pickle=allow_pickle)
-    check_chat_templates(source.local_dir, source.repo)
+    # Before it is copied into variants that serving hosts render.
+    check_chat_templates(chat_templates(source.local_dir, source.repo), source.repo)
     return source
 
 
@@ -164,13 +168,18 @@ def check_config(config_path: Path, repo: str, *, trust_remote_code: bool) -> No
     """Refuse remote code and unknown architectures, from config.json alone."""
     if not config_path.exists():
         raise QuantforgeError(f"`model`: {repo!r} has no config.json")
-    config = json.loads(config_path.read_text())
+    config = read_json_object(config_path, repo)
     if config.get("auto_map") and not trust_remote_code:
         raise QuantforgeError(
             f"`model`: {repo!r} needs remote code (config.json `auto_map`); "
             "pass --trust-remote-code to run it"
         )
     architectures = config.get("architectures") or []
+    if not isinstance(architectures, list) or not all(isinstance(name, str) for name in architectures):
+        raise QuantforgeError(
+            f"`model`: config.json of {repo!r} has `architectures` {architectures!r:.120}, "
+            "not a list of class names"
+        )
     if not set(architectures) & SUPPORTED_ARCHITECTURES and not trust_remote_code:
         raise QuantforgeError(
             f"`model`: architecture {architectures!r} of {repo!r} is not supported "
@@ -178,29 +187,30 @@ def check_config(config_path: Path, repo: str, *, trust_remote_code: bool) -> No
         )
 
 
-def check_chat_templates(model_dir: Path, repo: str) -> None:
-    """Render each chat template once in transformers' sandbox: one that reaches for Python internals
-    is refused here, before it is copied into variants that serving hosts render."""
-    for name, template in _chat_templates(model_dir).items():
-        try:
-            render_jinja_template(
-                conversations=[[{"role": "user", "content": "Hello"}]],
-                chat_template=template,
-                add_generation_prompt=True,
-            )
-        except SecurityError as error:
-            raise QuantforgeError(
-                f"`model`: chat template {name!r} of {repo!r} tries unsafe operations ({error}); refused"
-            ) from None
-        except Exception:  # a template that needs other messages is not our concern
-            continue
+def read_json_object(path: Path, repo: str) -> dict:
+    """A repo's JSON file that must hold an object (config, tokenizer config), or one line saying why not."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise QuantforgeError(
+            f"`model`: {path.name} of {repo!r} is {size} bytes (at most {MAX_JSON_BYTES} are read)"
+        )
+    try:
+        value = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, or nested past the parser
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:160]
+        raise QuantforgeError(f"`model`: {path.name} of {repo!r} is not valid JSON ({reason})") from None
+    if not isinstance(value, dict):
+        raise QuantforgeError(
+            f"`model`: {path.name} of {repo!r} is not a JSON object (a {type(value).__name__}: {value!r:.60})"
+        )
+    return value
 
 
-def _chat_templates(model_dir: Path) -> dict[str, str]:
+def chat_templates(model_dir: Path, repo: str) -> dict[str, str]:
     """The chat templates a tokenizer carries: in tokenizer_config.json and in *.jinja files."""
-    templates = {path.name: path.read_text() for path in model_dir.glob("*.jinja")}
+    templates = {path.name: path.read_text(errors="replace") for path in model_dir.glob("*.jinja")}
     config_path = model_dir / "tokenizer_config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    config = read_json_object(config_path, repo) if config_path.exists() else {}
     template = config.get("chat_template")
     if isinstance(template, str):
         templates["tokenizer_config.json"] = template
@@ -248,14 +258,35 @@ def _safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
         header_length = int.from_bytes(raw_length, "little") if len(raw_length) == 8 else size
         if header_length + 8 > size:
             raise QuantforgeError(f"`model`: {path.name} is corrupt or truncated (header past end of file)")
+        if header_length > MAX_SAFETENSORS_HEADER_BYTES:  # checked before a byte of it is read
+            raise QuantforgeError(
+                f"`model`: {path.name} claims a {header_length}-byte safetensors header "
+                f"(at most {MAX_SAFETENSORS_HEADER_BYTES}; refused)"
+            )
         try:
             header = json.loads(handle.read(header_length))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise QuantforgeError(
-                f"`model`: {path.name} is corrupt (unreadable safetensors header)"
-            ) from None
+        except (ValueError, RecursionError):
+            header = None
+    if not isinstance(header, dict) or not all(
+        _is_tensor_entry(entry) for name, entry in header.items() if name != "__metadata__"
+    ):
+        raise QuantforgeError(f"`model`: {path.name} is corrupt (unreadable safetensors header)")
     header.pop("__metadata__", None)
     return header, size - 8 - header_length
+
+
+def _is_tensor_entry(entry: object) -> bool:
+    """Whether a header entry has the fields the checks read: integer shape and two data offsets."""
+    if not isinstance(entry, dict):
+        return False
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    return (
+        isinstance(shape, list)
+        and all(isinstance(n, int) for n in shape)
+        and isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(isinstance(n, int) for n in offsets)
+    )
 
 
 fetch_source_task = task(

@@ -1,8 +1,10 @@
 """fetch: local identity, and refusal of remote code, pickles, unknown architectures and corrupt weights."""
 
 import json
+import math
 import shutil
 import struct
+import tracemalloc
 
 import pytest
 
@@ -75,4 +77,77 @@ def test_header_lying_about_its_length_is_refused(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(struct.pack("<Q", 10**9) + b"{}")
     with pytest.raises(QuantforgeError, match="header past end of file"):
+        check_safetensors(bad)
+
+
+def tiny_folder(folder, config: str = '{"architectures": ["LlamaForCausalLM"]}'):
+    """A repo with only what fetch reads: config.json and one small safetensors file."""
+    folder.mkdir()
+    (folder / "config.json").write_text(config)
+    (folder / "model.safetensors").write_bytes(safetensors_bytes({"model.norm.weight": [8]}))
+    return folder
+
+
+def safetensors_bytes(shapes: dict[str, list[int]]) -> bytes:
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 4 * math.prod(shape)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + bytes(offset)
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ('["LlamaForCausalLM"]', r"is not a JSON object \(a list: \['LlamaForCausalLM'\]\)"),
+        ('"LlamaForCausalLM"', r"is not a JSON object \(a str: 'LlamaForCausalLM'\)"),
+        ('{"architectures": ', r"is not valid JSON \(JSONDecodeError: Expecting value"),
+        ("\xff\xfe{}", r"is not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, r"is not valid JSON \(RecursionError"),
+        ('{"architectures": "LlamaForCausalLM"}', r"has `architectures` 'LlamaForCausalLM', not a list"),
+    ],
+)
+def test_a_config_that_is_not_a_json_object_is_refused_in_one_line(tmp_path, config, reason):
+    folder = tiny_folder(tmp_path / "m", config)
+    with pytest.raises(QuantforgeError, match=rf"^`model`: (config\.json of )?'local:m' {reason}") as refused:
+        fetch_source(str(folder))
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 300
+
+
+def test_a_tokenizer_config_that_is_not_an_object_is_refused(tmp_path):
+    folder = tiny_folder(tmp_path / "m")
+    (folder / "tokenizer_config.json").write_text("[]")
+    with pytest.raises(
+        QuantforgeError, match=r"^`model`: tokenizer_config\.json of 'local:m' is not a JSON object"
+    ):
+        fetch_source(str(folder))
+
+
+def test_a_safetensors_header_claiming_most_of_the_file_is_refused_before_it_is_read(tmp_path):
+    bomb = tmp_path / "model-2.safetensors"
+    with bomb.open("wb") as handle:  # 1.1 GiB, sparse: a 1 GiB header length, nothing behind it
+        handle.write(struct.pack("<Q", 2**30))
+        handle.truncate(int(1.1 * 2**30))
+    claim = r"^`model`: model-2\.safetensors claims a 1073741824-byte safetensors header \(at most 10{8}; "
+    tracemalloc.start()
+    try:
+        with pytest.raises(QuantforgeError, match=claim):
+            check_safetensors(bomb)
+        assert tracemalloc.get_traced_memory()[1] < 2**20  # the header was never read
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"[]", b'{"w": {"dtype": "F32", "shape": [2]}}', b'{"w": {"shape": "2", "data_offsets": [0, 8]}}'],
+)
+def test_a_safetensors_header_that_is_not_a_table_of_tensors_is_refused(tmp_path, header):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+    with pytest.raises(
+        QuantforgeError, match=r"^`model`: bad\.safetensors is corrupt \(unreadable safetensors header\)$"
+    ):
         check_safetensors(bad)
