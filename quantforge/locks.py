@@ -1,10 +1,37 @@
-"""Per-identity file locks: two runs on one host never make the same variant at the same time."""
+"""File locks: two processes never do the same work at once, and a writer's temporary files name a live owner.
+
+The kernel drops a lock when its holder dies (kill -9 included) whatever pid namespace it ran in, so
+containers sharing a volume see each other's locks, and a lock that can be taken has no live holder.
+"""
 
 import contextlib
-import fcntl
 from collections.abc import Iterator
+from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from quantforge.paths import data_dir
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on the file `path` and yield True; without `wait`, yield False at once when
+    another process holds it.
+
+    The file is removed on release, while still held: filelock retries a file that was unlinked under it,
+    so a waiter never holds a lock that no longer guards the name.
+    """
+    lock = FileLock(path, blocking=wait)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        path.unlink(missing_ok=True)
+        lock.release()
 
 
 @contextlib.contextmanager
@@ -12,9 +39,5 @@ def identity_lock(identity: str) -> Iterator[None]:
     """Hold an exclusive lock named by `identity` (waits for the holder; released on exit or crash)."""
     path = data_dir() / "locks" / f"{identity}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # the kernel drops it when the process dies: no stale locks
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(path):
+        yield

@@ -7,7 +7,6 @@ on the version; either way nothing is installed unless all of it verifies.
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -15,9 +14,10 @@ from mlflow.entities.model_registry import ModelVersion
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from quantforge.atomic import atomic_dir, discard
+from quantforge.atomic import atomic_dir, remove_stale, scratch_dir
 from quantforge.errors import QuantforgeError
 from quantforge.hub import hub_endpoint
+from quantforge.locks import exclusive
 from quantforge.manifest import MANIFEST_FILE, Manifest, read_manifest, sha256_file, verify
 from quantforge.paths import data_dir
 from registry.aliases import resolve_version
@@ -35,31 +35,59 @@ def default_destination(version: ModelVersion) -> Path:
 def pull(spec: str, dest: Path | None = None, source: PullSource = "mlflow") -> Path:
     """Install the variant `spec` (`NAME@ALIAS` or `NAME/VERSION`) at `dest`, verified; return the path.
 
-    An installation already at `dest` that verifies is kept and nothing is downloaded.
+    An installation already at `dest` that verifies is kept and nothing is downloaded. Another one is
+    replaced only once the new one is complete and verified, by swapping the two folders; `dest` must be
+    absent, empty or an earlier install (it is never a folder of other files). Pulls of one `dest` take
+    turns: the second finds the first one's install and keeps it.
     """
     version = resolve_version(spec)
     dest = dest or default_destination(version)
     pinned = version.tags.get(f"{TAG}manifest_sha256")
     if not pinned:
         raise QuantforgeError(f"`model`: {spec!r} has no manifest checksum in the registry")
-    if _is_installed(dest, pinned):
-        return dest
-    with tempfile.TemporaryDirectory(prefix=".manifest.", dir=_existing_parent(dest)) as scratch:
-        manifest_path = _download(version, source, MANIFEST_FILE, Path(scratch), [MANIFEST_FILE])
-        if sha256_file(manifest_path) != pinned:
-            raise QuantforgeError(
-                f"{MANIFEST_FILE}: sha256 does not match the registry (refusing to install)"
+    _refuse_foreign_destination(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(dest.with_name(f".{dest.name}.lock")):
+        remove_stale(dest)  # a pull killed mid-swap left its complete copy beside `dest`: put back first
+        if _is_installed(dest, pinned):
+            return dest
+        with scratch_dir(dest) as scratch:
+            manifest = Manifest.model_validate_json(
+                _pinned_manifest(_download(version, source, MANIFEST_FILE, scratch, [MANIFEST_FILE]), pinned)
             )
-        manifest = Manifest.model_validate_json(manifest_path.read_text())
-    discard(dest)  # present but not verifiable: replaced, never patched
-    with atomic_dir(dest, needs_bytes=sum(f.size for f in manifest.files.values())) as staging:
-        _download(version, source, None, staging, [*manifest.files, MANIFEST_FILE])
-        if sha256_file(staging / MANIFEST_FILE) != pinned:
-            raise QuantforgeError(
-                f"{MANIFEST_FILE}: sha256 does not match the registry (refusing to install)"
-            )
-        verify(staging, manifest)
+        needs_bytes = sum(f.size for f in manifest.files.values())
+        with atomic_dir(dest, needs_bytes, replace_existing=True) as staging:
+            _download(version, source, None, staging, [*manifest.files, MANIFEST_FILE])
+            _pinned_manifest(staging / MANIFEST_FILE, pinned)
+            verify(staging, manifest)
     return dest
+
+
+def _refuse_foreign_destination(dest: Path) -> None:
+    """Refuse a `dest` that is a file, a symlink, or a folder of files that are not a quantforge install."""
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        kind = "a symlink" if dest.is_symlink() else "a file"
+        raise QuantforgeError(f"`--dest`: {dest} is {kind}, not a folder (nothing was touched)")
+    if dest.is_dir() and any(dest.iterdir()) and not _is_quantforge_install(dest):
+        raise QuantforgeError(
+            f"`--dest`: {dest} holds files that are not a quantforge install, and a pull replaces the "
+            "whole folder: name a new or empty folder (nothing was touched)"
+        )
+
+
+def _is_quantforge_install(folder: Path) -> bool:
+    try:
+        read_manifest(folder)
+    except (OSError, ValueError, QuantforgeError):
+        return False
+    return True
+
+
+def _pinned_manifest(path: Path, pinned: str) -> str:
+    """The text of the manifest at `path`, refused unless its sha256 is the one the registry pins."""
+    if sha256_file(path) != pinned:
+        raise QuantforgeError(f"{MANIFEST_FILE}: sha256 does not match the registry (refusing to install)")
+    return path.read_text()
 
 
 def _is_installed(dest: Path, pinned: str) -> bool:
@@ -106,11 +134,6 @@ def _download_from_hub(version: ModelVersion, file: str | None, into: Path, file
     snapshot_download(repo, revision=commit, local_dir=into, allow_patterns=files, endpoint=hub_endpoint())
     shutil.rmtree(into / ".cache", ignore_errors=True)  # huggingface_hub's local-dir bookkeeping
     return into
-
-
-def _existing_parent(dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    return dest.parent
 
 
 pull_task = task(pull, name="pull", cache_policy=NO_CACHE)
