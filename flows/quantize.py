@@ -271,24 +271,27 @@ def _make_variant(
 ) -> VariantResult:
     target = variant_dir(source, recipe, calibration)
     cached = is_complete(target)
+    usage = None  # stays None when this host's cache held the variant: nothing is quantized
     if recipe.backend == "ipex":  # the worker measures what it made, in its own environment
         cached = False
-        manifest, metrics = make_ipex_variant_task(
+        manifest, metrics, usage = make_ipex_variant_task(
             source, recipe, calibration, evaluation, request.new_tokens, target
         )
     elif recipe.backend == "torchao":
-        manifest = read_manifest(target) if cached else make_torchao_variant_task(source, recipe, target)
+        if cached:
+            manifest = read_manifest(target)
+        else:
+            manifest, usage = make_torchao_variant_task(source, recipe, target)
         metrics = measure_pytorch_task(target, source.local_dir, evaluation, request.new_tokens)
     else:
-        manifest = (
-            read_manifest(target)
-            if cached
-            else quantize_variant_task(source, baseline_ir, recipe, calibration, target)
-        )
+        if cached:
+            manifest = read_manifest(target)
+        else:
+            manifest, usage = quantize_variant_task(source, baseline_ir, recipe, calibration, target)
         metrics = measure_model_task(target, evaluation, request.new_tokens)
     verdict = _judge(metrics, lineage.baseline, recipe, request)
     increase = (metrics.perplexity.ppl / lineage.baseline.perplexity.ppl - 1) * 100
-    record = record_variant_task(mlflow_run, target, manifest, metrics, increase, verdict, lineage)
+    record = record_variant_task(mlflow_run, target, manifest, usage, metrics, increase, verdict, lineage)
     return VariantResult(
         recipe=recipe.name,
         backend=recipe.backend,
@@ -296,8 +299,8 @@ def _make_variant(
         identity=record.identity,
         path=target,
         reused=cached,
-        quantize_seconds=manifest.quantize.seconds,
-        quantize_peak_rss_mb=manifest.quantize.peak_rss_mb,
+        quantize_seconds=usage.seconds if usage else None,
+        quantize_peak_rss_mb=usage.peak_rss_mb if usage else None,
         metrics=metrics,
         ppl_increase_pct=increase,
         verdict=verdict,

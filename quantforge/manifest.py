@@ -1,7 +1,9 @@
 """manifest.json: what a variant directory holds (every file's sha256 and size) and where it came from.
 
 The same file travels with the variant into MLflow, onto the Hub and to serving hosts, which check
-every byte against it before they install anything.
+every byte against it before they install anything. It holds no run-time measurements (quantize time,
+peak memory: those are the run's MLflow metrics), so it says what the variant is, never how one run
+of making it went.
 """
 
 import hashlib
@@ -25,15 +27,13 @@ class FileEntry(BaseModel):
     size: int
 
 
-class QuantizeUsage(BaseModel):
-    """What making the variant cost."""
-
-    seconds: float
-    peak_rss_mb: float
-
-
 class Manifest(BaseModel):
-    """A variant's contents and lineage."""
+    """A variant's contents and lineage.
+
+    Manifests written before run-time figures left it also hold `quantize` (seconds, peak memory):
+    pydantic ignores unknown fields, so those cache entries and registered versions are read as they
+    are, and their bytes (which the registry pins) are never rewritten.
+    """
 
     source_repo: str
     source_sha: str
@@ -44,7 +44,6 @@ class Manifest(BaseModel):
     toolchain: dict[str, str]
     calibration: str | None
     calibration_hash: str | None
-    quantize: QuantizeUsage
     files: dict[str, FileEntry]
 
 

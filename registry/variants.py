@@ -23,6 +23,7 @@ from quantforge.manifest import MANIFEST_FILE, Manifest, sha256_file
 from registry.tracking import experiment_id, mlflow_client
 from tasks.evaluate import Metrics
 from tasks.gate import Verdict
+from tasks.resources import StepUsage
 
 CANDIDATE_ALIAS = "candidate"
 TAG = "quantforge."  # prefix of every tag quantforge writes
@@ -48,8 +49,8 @@ class RecordedVariant(BaseModel):
     ppl_increase_pct: float
     verdict: Verdict
     lineage: Lineage
-    quantize_seconds: float
-    quantize_peak_rss_mb: float
+    quantize_seconds: float | None  # None when the recording run quantized nothing (its cache had it)
+    quantize_peak_rss_mb: float | None
     model_name: str | None  # set when it passed and was registered
     model_version: int | None
 
@@ -87,8 +88,8 @@ def lookup(identity: str, evaluation_hash: str) -> RecordedVariant | None:
         ppl_increase_pct=float(tags[f"{TAG}ppl_increase_pct"]),
         verdict=Verdict.model_validate_json(tags[f"{TAG}verdict"]),
         lineage=Lineage.model_validate_json(tags[f"{TAG}lineage"]),
-        quantize_seconds=runs[0].data.metrics.get("quantize_seconds", 0.0),
-        quantize_peak_rss_mb=runs[0].data.metrics.get("quantize_peak_rss_mb", 0.0),
+        quantize_seconds=runs[0].data.metrics.get("quantize_seconds"),
+        quantize_peak_rss_mb=runs[0].data.metrics.get("quantize_peak_rss_mb"),
         model_name=tags.get(f"{TAG}model_name"),
         model_version=int(version) if version else None,
     )
@@ -121,6 +122,7 @@ def record_variant(
     parent_run_id: str,
     variant_dir: Path,
     manifest: Manifest,
+    usage: StepUsage | None,
     metrics: Metrics,
     ppl_increase_pct: float,
     verdict: Verdict,
@@ -128,7 +130,8 @@ def record_variant(
 ) -> RecordedVariant:
     """Log one judged variant as a nested run; register it as a model version when it passed.
 
-    The run only becomes FINISHED (and so visible to `lookup`) after everything else succeeded.
+    `usage` is what quantizing it cost in this run (None when this host's cache already held it). The
+    run only becomes FINISHED (and so visible to `lookup`) after everything else succeeded.
     """
     identity = identity_key(manifest.source_repo, manifest.source_sha, manifest.variant_identity)
     tags = {
@@ -158,7 +161,7 @@ def record_variant(
         client.log_batch(
             run_id,
             metrics=[
-                Metric(k, v, 0, 0) for k, v in _metric_values(metrics, ppl_increase_pct, manifest, lineage)
+                Metric(k, v, 0, 0) for k, v in _metric_values(metrics, ppl_increase_pct, usage, lineage)
             ],
             params=[
                 Param(k, json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in manifest.recipe.items()
@@ -244,7 +247,7 @@ def publication(name: str, version: int) -> tuple[str, str] | None:
 
 
 def _metric_values(
-    metrics: Metrics, ppl_increase_pct: float, manifest: Manifest, lineage: Lineage
+    metrics: Metrics, ppl_increase_pct: float, usage: StepUsage | None, lineage: Lineage
 ) -> list[tuple[str, float]]:
     values = [
         ("ppl", metrics.perplexity.ppl),
@@ -255,10 +258,10 @@ def _metric_values(
         ("share_int4", metrics.weights.int4),
         ("share_int8", metrics.weights.int8),
         ("share_float", metrics.weights.float),
-        ("quantize_seconds", manifest.quantize.seconds),
-        ("quantize_peak_rss_mb", manifest.quantize.peak_rss_mb),
         ("evaluate_seconds", metrics.seconds),
     ]
+    if usage is not None:
+        values += [("quantize_seconds", usage.seconds), ("quantize_peak_rss_mb", usage.peak_rss_mb)]
     if metrics.speed:
         values += [("tokens_per_second", metrics.speed.tokens_per_second), ("ttft_ms", metrics.speed.ttft_ms)]
     if lineage.baseline.speed:

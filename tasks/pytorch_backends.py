@@ -26,7 +26,7 @@ from tasks.fetch import SourceModel, parameter_count
 from tasks.ipex_env import WORKER, ipex_python
 from tasks.quantize import write_manifest
 from tasks.recipes import Recipe, to_ipex_spec, to_torchao_config
-from tasks.resources import measure
+from tasks.resources import StepUsage, measure
 from tasks.toolchain import toolchain_hash
 
 # Same weights, same windows, two environments: beyond this the IPEX figures are not comparable.
@@ -83,7 +83,7 @@ def measure_pytorch(model_dir: Path, source_dir: Path, windows: TokenSet, new_to
     return _cached_metrics(key, compute)
 
 
-def make_torchao_variant(source: SourceModel, recipe: Recipe, target: Path) -> Manifest:
+def make_torchao_variant(source: SourceModel, recipe: Recipe, target: Path) -> tuple[Manifest, StepUsage]:
     """Quantize with torchao through transformers' TorchAoConfig; saved so transformers loads it as is."""
     import torch
     from transformers import AutoModelForCausalLM, TorchAoConfig
@@ -98,7 +98,7 @@ def make_torchao_variant(source: SourceModel, recipe: Recipe, target: Path) -> M
             )
             model.save_pretrained(tmp)
         _copy_tokenizer(source.local_dir, tmp)
-        return write_manifest(source, recipe, None, tmp, usage.seconds, usage.peak_rss_mb)
+        return write_manifest(source, recipe, None, tmp), usage
 
 
 def _copy_tokenizer(source_dir: Path, out: Path) -> None:
@@ -171,7 +171,7 @@ def make_ipex_variant(
     evaluation: TokenSet,
     new_tokens: int | None,
     target: Path,
-) -> tuple[Manifest, Metrics]:
+) -> tuple[Manifest, Metrics, StepUsage]:
     """Quantize, save and measure in the IPEX worker; the folder is renamed into place only when complete."""
     if recipe.data_aware and calibration is None:
         raise QuantforgeError(f"recipe {recipe.name!r} is data-aware and needs `calibration` data")
@@ -191,15 +191,15 @@ def make_ipex_variant(
             "new_tokens": new_tokens or 1,
         }
         result = run_ipex_worker(spec)
-        usage = result["quantize_seconds"], result["quantize_peak_rss_mb"]
-        manifest = write_manifest(source, recipe, calibration, tmp, *usage)
+        manifest = write_manifest(source, recipe, calibration, tmp)
     metrics = Metrics(
         perplexity=Perplexity(**result["perplexity"]),
         speed=Speed(**result["speed"]) if new_tokens else None,
         size_mb=torch_runtime.folder_size_mb(target),
         weights=WeightShares(**result["weights"]),
     )
-    return manifest, metrics
+    usage = StepUsage(seconds=result["quantize_seconds"], peak_rss_mb=result["quantize_peak_rss_mb"])
+    return manifest, metrics, usage
 
 
 measure_pytorch_task = task(measure_pytorch, name="evaluate", cache_policy=NO_CACHE)

@@ -14,7 +14,6 @@ from quantforge.manifest import (
     CHECKSUMS_FILE,
     MANIFEST_FILE,
     Manifest,
-    QuantizeUsage,
     file_entries,
     is_intact,
 )
@@ -23,7 +22,7 @@ from tasks.datasets import TokenSet
 from tasks.export import IR_BIN, IR_XML, BaselineIR
 from tasks.fetch import SourceModel
 from tasks.recipes import Recipe, nncf_call, to_optimum_config
-from tasks.resources import measure
+from tasks.resources import StepUsage, measure
 from tasks.toolchain import toolchain, toolchain_hash
 
 
@@ -66,8 +65,8 @@ def is_complete(target: Path) -> bool:
 
 def quantize_variant(
     source: SourceModel, baseline: BaselineIR, recipe: Recipe, calibration: TokenSet | None, target: Path
-) -> Manifest:
-    """Write the variant directory and its manifest at `target` atomically."""
+) -> tuple[Manifest, StepUsage]:
+    """Write the variant directory and its manifest at `target` atomically; also return what it cost."""
     if recipe.data_aware and calibration is None:
         raise QuantforgeError(f"recipe {recipe.name!r} is data-aware and needs `calibration` data")
     needs_bytes = (baseline.path / IR_BIN).stat().st_size  # a compressed copy is never larger
@@ -75,8 +74,8 @@ def quantize_variant(
     with atomic_dir(target, needs_bytes) as tmp:
         with measure() as usage:
             _compress(baseline.path, recipe, calibration, tmp)
-        manifest = write_manifest(source, recipe, calibration, tmp, usage.seconds, usage.peak_rss_mb)
-    return manifest
+        manifest = write_manifest(source, recipe, calibration, tmp)
+    return manifest, usage
 
 
 def write_manifest(
@@ -84,8 +83,6 @@ def write_manifest(
     recipe: Recipe,
     calibration: TokenSet | None,
     folder: Path,
-    seconds: float,
-    peak_rss_mb: float,
 ) -> Manifest:
     """The variant's manifest in `folder`: lineage, identity, toolchain of its backend, every file."""
     uses_calibration = recipe.data_aware and calibration is not None
@@ -99,7 +96,6 @@ def write_manifest(
         toolchain=toolchain(recipe.backend),
         calibration=calibration.spec if uses_calibration else None,
         calibration_hash=calibration.content_hash if uses_calibration else None,
-        quantize=QuantizeUsage(seconds=seconds, peak_rss_mb=peak_rss_mb),
         files=file_entries(folder),
     )
     write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))

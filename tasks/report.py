@@ -19,8 +19,8 @@ class VariantResult(BaseModel):
     identity: str  # registry identity: source repo, source sha, recipe, toolchain, calibration
     path: Path | None  # the variant's files on this host (None: failed earlier, made elsewhere)
     reused: bool  # True when no quantization ran in this run (registry record or local cache)
-    quantize_seconds: float
-    quantize_peak_rss_mb: float
+    quantize_seconds: float | None  # None when nothing was quantized, in this run or the reused record's
+    quantize_peak_rss_mb: float | None
     metrics: Metrics
     ppl_increase_pct: float
     verdict: Verdict

@@ -17,7 +17,7 @@ class StepUsage:
     """What one step cost."""
 
     seconds: float = 0.0
-    peak_rss_mb: float = 0.0  # the name stored manifests and MLflow metrics use; the value is `tree_memory`
+    peak_rss_mb: float = 0.0  # the name MLflow metrics use; the value is `tree_memory`
 
 
 def tree_memory(process: psutil.Process) -> int:

@@ -16,13 +16,14 @@ from mlflow import MlflowClient
 
 from quantforge.atomic import write_json
 from quantforge.errors import QuantforgeError
-from quantforge.manifest import MANIFEST_FILE, Manifest, QuantizeUsage, file_entries
+from quantforge.manifest import MANIFEST_FILE, Manifest, file_entries
 from registry.aliases import archive, promote
 from registry.pull import pull
 from registry.tracking import mlflow_client
 from registry.variants import Lineage, identity_key, lookup, record_variant, start_flow_run
 from tasks.evaluate import Metrics, Perplexity, Speed, WeightShares
 from tasks.gate import Verdict
+from tasks.resources import StepUsage
 from tests.servers import MlflowServer
 
 SOURCE = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -57,7 +58,6 @@ def make_variant(folder: Path, sha: str, recipe: str = "int4-awq-se", weights_by
         toolchain={"openvino": "2026.4.1", "nncf": "3.0.0"},
         calibration="wikitext2",
         calibration_hash="c" * 64,
-        quantize=QuantizeUsage(seconds=12.5, peak_rss_mb=900.0),
         files=file_entries(folder),
     )
     write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
@@ -75,7 +75,10 @@ def record(folder: Path, manifest: Manifest, ppl: float):
     passed = ppl < 22.0
     verdict = Verdict(passed=passed, reasons=[("pass" if passed else "FAIL") + ": Δppl vs limit +10 %"])
     parent = start_flow_run(SOURCE, manifest.source_sha)
-    return record_variant(parent, folder, manifest, metrics(ppl), (ppl / 20.0 - 1) * 100, verdict, lineage)
+    usage = StepUsage(seconds=12.5, peak_rss_mb=900.0)
+    return record_variant(
+        parent, folder, manifest, usage, metrics(ppl), (ppl / 20.0 - 1) * 100, verdict, lineage
+    )
 
 
 @pytest.fixture
@@ -99,13 +102,14 @@ def test_passing_variant_is_registered_with_lineage(tracking, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params["bits"] == "4" and run.data.params["awq"] == "True"
     assert run.data.metrics["ppl"] == 21.0 and run.data.metrics["baseline_ppl"] == 20.0
-    assert run.data.metrics["quantize_seconds"] == 12.5
+    assert run.data.metrics["quantize_seconds"] == 12.5 and run.data.metrics["quantize_peak_rss_mb"] == 900.0
     assert run.data.tags["quantforge.reasons"].startswith("pass")
     files = {f.path for f in tracking.list_artifacts(recorded.run_id, "variant")}
     assert {"variant/openvino_model.bin", f"variant/{MANIFEST_FILE}"} <= files
 
     found = lookup(recorded.identity, EVAL_HASH)
     assert found is not None and found.model_version == 1 and found.metrics.perplexity.ppl == 21.0
+    assert (found.quantize_seconds, found.quantize_peak_rss_mb) == (12.5, 900.0)
     assert lookup(recorded.identity, "another evaluation text") is None
     assert lookup(identity_key(SOURCE, "b" * 40, manifest.variant_identity), EVAL_HASH) is None
 
