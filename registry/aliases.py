@@ -7,9 +7,8 @@ from prefect.cache_policies import NO_CACHE
 
 from quantforge.errors import QuantforgeError
 from registry.tracking import mlflow_client
-from registry.variants import TAG
+from registry.variants import ARCHIVED_TAG, TAG
 
-ARCHIVED_TAG = f"{TAG}archived"
 CHAMPION_ALIAS = "champion"
 
 

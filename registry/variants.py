@@ -4,6 +4,9 @@ A variant's identity is (source repo, source sha, variant identity), the last be
 recipe, the toolchain and, for data-aware recipes, the calibration token ids. A FINISHED nested run
 tagged with that identity means the variant was made, measured and judged; if it passed, its run also
 names the model version that holds its files. The flow asks `lookup` before doing any work.
+
+One identity, one model version: every registration and every lookup that finds a version settles the
+identity (`settle`), so a registration killed half-way is completed by the next run that meets it.
 """
 
 import contextlib
@@ -27,6 +30,10 @@ from tasks.resources import StepUsage
 
 CANDIDATE_ALIAS = "candidate"
 TAG = "quantforge."  # prefix of every tag quantforge writes
+ARCHIVED_TAG = f"{TAG}archived"
+# "pending" from the version's creation until `candidate` was dealt with, then "complete". Versions
+# registered before this tag existed have none and count as complete.
+REGISTRATION_TAG = f"{TAG}registration"
 
 
 class Lineage(BaseModel):
@@ -67,7 +74,10 @@ def registered_model_name(source_repo: str, recipe_name: str) -> str:
 
 
 def lookup(identity: str, evaluation_hash: str) -> RecordedVariant | None:
-    """The earliest completed record of this identity measured on this evaluation text, if any."""
+    """The earliest completed record of this identity measured on this evaluation text, if any.
+
+    When the record names a model version, the identity is settled first (see `settle`).
+    """
     client = mlflow_client()
     runs = client.search_runs(
         [experiment_id(client)],
@@ -79,7 +89,7 @@ def lookup(identity: str, evaluation_hash: str) -> RecordedVariant | None:
     if not runs:
         return None
     tags = runs[0].data.tags
-    version = tags.get(f"{TAG}model_version")
+    name = tags.get(f"{TAG}model_name")
     return RecordedVariant(
         identity=identity,
         run_id=runs[0].info.run_id,
@@ -90,8 +100,8 @@ def lookup(identity: str, evaluation_hash: str) -> RecordedVariant | None:
         lineage=Lineage.model_validate_json(tags[f"{TAG}lineage"]),
         quantize_seconds=runs[0].data.metrics.get("quantize_seconds"),
         quantize_peak_rss_mb=runs[0].data.metrics.get("quantize_peak_rss_mb"),
-        model_name=tags.get(f"{TAG}model_name"),
-        model_version=int(version) if version else None,
+        model_name=name,
+        model_version=settle(client, name, identity) if name else None,
     )
 
 
@@ -192,12 +202,11 @@ def _register_version(
     manifest: Manifest,
     manifest_sha256: str,
     verdict: Verdict,
-) -> int:
-    """Create the model version; when a concurrent run registered the same identity, keep one.
+) -> int | None:
+    """Create a model version for the identity, then settle it; return the number of the one that stays.
 
-    MLflow has no uniqueness on tags, so both writers create, then read back: the lowest version of
-    the identity wins, the others delete their own. Every writer reads after its own create, so the
-    later writer always sees the earlier one and exactly one version survives.
+    MLflow has no uniqueness on tags, so concurrent writers (hosts) all create, then settle: every
+    writer reads after its own create, so the later writer always sees the earlier version.
     """
     try:
         client.create_registered_model(
@@ -216,19 +225,49 @@ def _register_version(
         f"{TAG}reasons": "; ".join(verdict.reasons),
         f"{TAG}published": "false",
         f"{TAG}manifest_sha256": manifest_sha256,
+        REGISTRATION_TAG: "pending",
         **{f"{TAG}toolchain.{pkg}": v for pkg, v in manifest.toolchain.items()},
     }
     artifact_uri = client.get_run(run_id).info.artifact_uri
-    mine = client.create_model_version(
-        name, source=f"{artifact_uri}/variant", run_id=run_id, tags=version_tags
+    client.create_model_version(name, source=f"{artifact_uri}/variant", run_id=run_id, tags=version_tags)
+    return settle(client, name, identity)  # never None: this version, or a lower one, remains
+
+
+def settle(client: MlflowClient, name: str, identity: str) -> int | None:
+    """Leave one version of the identity, its registration complete; return its number. Idempotent.
+
+    None when the identity has no version (deleted by hand): a run that passes it registers it again.
+
+    The lowest version wins; the others are deleted, their aliases (a promotion by hand) moved to it.
+    A pending winner gets `candidate` unless the alias points at a newer version already: a later
+    registration would have moved it there anyway. Once complete, a version is never aliased by
+    quantforge again, so moving `candidate` or `champion` by hand is never undone.
+    """
+    versions = sorted(
+        client.search_model_versions(f"name = '{name}' and tags.`{TAG}identity` = '{identity}'"),
+        key=lambda v: int(v.version),
     )
-    same = client.search_model_versions(f"name = '{name}' and tags.`{TAG}identity` = '{identity}'")
-    winner = min(int(v.version) for v in same)
-    if int(mine.version) != winner:
-        client.delete_model_version(name, mine.version)
-        return winner
-    client.set_registered_model_alias(name, CANDIDATE_ALIAS, mine.version)
-    return winner
+    if not versions:
+        return None
+    winner, *duplicates = versions
+    aliases = client.get_registered_model(name).aliases  # search results carry no aliases
+    doomed = {int(v.version) for v in duplicates}
+    for alias, number in aliases.items():
+        if int(number) in doomed:
+            client.set_registered_model_alias(name, alias, winner.version)
+    for duplicate in duplicates:
+        try:
+            client.delete_model_version(name, duplicate.version)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":  # else a concurrent settle deleted it
+                raise
+    if winner.tags.get(REGISTRATION_TAG) == "pending":
+        candidate = aliases.get(CANDIDATE_ALIAS)
+        newer_candidate = candidate is not None and int(candidate) > int(winner.version)
+        if winner.tags.get(ARCHIVED_TAG) != "true" and not newer_candidate:
+            client.set_registered_model_alias(name, CANDIDATE_ALIAS, winner.version)
+        client.set_model_version_tag(name, winner.version, REGISTRATION_TAG, "complete")
+    return int(winner.version)
 
 
 def record_publication(name: str, version: int, repo: str, commit: str, tag: str) -> None:
