@@ -14,7 +14,7 @@ from quantforge.errors import QuantforgeError
 from quantforge.locks import identity_lock
 from quantforge.manifest import read_manifest
 from registry.aliases import CHAMPION_ALIAS, promote_task
-from registry.pull import pull_task
+from registry.registered import registered_files_task
 from registry.variants import (
     Lineage,
     RecordedVariant,
@@ -236,10 +236,10 @@ def _reused_result(
     calibration: TokenSet | None,
 ) -> VariantResult:
     local = variant_dir(source, recipe, calibration)
-    if is_complete(local):
+    if record.model_version is not None:  # this host's copy if it is what the registry holds, else pulled
+        path = registered_files_task(record.model_name, record.model_version, local)
+    elif is_complete(local):
         path = local
-    elif record.model_version is not None:  # made on another host: fetch the registered bytes, verified
-        path = pull_task(f"{record.model_name}/{record.model_version}")
     else:
         path = None
     return VariantResult(
@@ -292,12 +292,15 @@ def _make_variant(
     verdict = _judge(metrics, lineage.baseline, recipe, request)
     increase = (metrics.perplexity.ppl / lineage.baseline.perplexity.ppl - 1) * 100
     record = record_variant_task(mlflow_run, target, manifest, usage, metrics, increase, verdict, lineage)
+    path = target
+    if record.model_version is not None:  # another host's version may have won: publish what it holds
+        path = registered_files_task(record.model_name, record.model_version, target)
     return VariantResult(
         recipe=recipe.name,
         backend=recipe.backend,
         recipe_hash=recipe.content_hash(),
         identity=record.identity,
-        path=target,
+        path=path,
         reused=cached,
         quantize_seconds=usage.seconds if usage else None,
         quantize_peak_rss_mb=usage.peak_rss_mb if usage else None,

@@ -101,6 +101,17 @@ def verify_files(folder: Path, files: dict[str, FileEntry]) -> None:
             raise QuantforgeError(f"{name}: sha256 does not match the manifest (refusing to install)")
 
 
+def is_pinned_copy(folder: Path, manifest_sha256: str) -> bool:
+    """True when `folder` holds exactly the files of the manifest whose sha256 is `manifest_sha256`."""
+    try:
+        if sha256_file(folder / MANIFEST_FILE) != manifest_sha256:
+            return False
+        verify(folder, read_manifest(folder))
+    except (OSError, ValueError, QuantforgeError):
+        return False
+    return True
+
+
 def write_checksums(folder: Path) -> None:
     """Record the folder's files so that a later reuse can detect truncation or tampering."""
     entries = {name: entry.model_dump() for name, entry in file_entries(folder).items()}

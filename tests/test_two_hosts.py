@@ -16,15 +16,19 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from quantforge.hub_server import HubServer
 from quantforge.manifest import MANIFEST_FILE, Manifest, is_intact, read_manifest
 from registry.aliases import promote
 from registry.pull import pull
+from registry.registered import registered_files
 from registry.tracking import mlflow_client
-from registry.variants import identity_key, lookup
+from registry.variants import identity_key, lookup, record_publication
+from tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id, publish_variant
 from tests.test_registry import EVAL_HASH, SOURCE, make_variant, record
 
 ROOT = Path(__file__).parents[1]
 NAME = "smollm2-135m-instruct--int4-awq-se"
+TOKEN = "hf_twoHostsTestToken"
 
 
 @pytest.fixture
@@ -119,6 +123,48 @@ def test_completing_a_registration_never_undoes_a_later_or_deliberate_alias(trac
     assert record(tmp_path / "again", read_manifest(tmp_path / "again"), 21.0).model_version == 2
     assert lookup(new.identity, EVAL_HASH).model_version == 2
     assert versions(tracking) == {1: ["candidate"], 2: []}
+
+
+def test_the_losing_host_publishes_the_registered_bytes_and_a_hub_pull_installs_them(
+    tracking, tmp_path, monkeypatch
+):
+    host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
+    make_variant(host_a, "a" * 40)
+    make_variant(host_b, "a" * 40)  # a nondeterministic quantization: same identity, other weights
+    assert (host_a / MANIFEST_FILE).read_bytes() != (host_b / MANIFEST_FILE).read_bytes()
+    assert record(host_a, read_manifest(host_a), 21.0).model_version == 1
+    assert record(host_b, read_manifest(host_b), 21.0).model_version == 1  # host b lost the race
+    assert versions(tracking) == {1: ["candidate"]}
+
+    assert registered_files(NAME, 1, host_a) == host_a  # the winner's own folder holds the registered bytes
+    published = registered_files(NAME, 1, host_b)  # the loser's does not: the version's files, verified
+    assert published != host_b
+    assert (published / "openvino_model.bin").read_bytes() == (host_a / "openvino_model.bin").read_bytes()
+
+    with HubServer(tmp_path / "hub", tokens={TOKEN: "quantforge-bot"}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        manifest = read_manifest(published)  # host b publishes, as the flow's publish step does
+        repo = hub_repo_id(DEFAULT_REPO_TEMPLATE, "quantforge-ci", SOURCE, manifest.recipe_name)
+        pushed = publish_variant(published, manifest, "a model card", repo, private=False)
+        record_publication(NAME, 1, pushed.repo, pushed.commit, pushed.tag)
+
+        dest = tmp_path / "serving"
+        env = {
+            "PATH": os.environ["PATH"],
+            "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
+            "HF_ENDPOINT": hub.url,
+            "HF_TOKEN": TOKEN,
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HOME": str(tmp_path / "hf-home"),
+            "QUANTFORGE_HOME": str(tmp_path / "serving-home"),
+        }
+        quantforge = str(Path(sys.executable).with_name("quantforge"))
+        command = [quantforge, "pull", f"{NAME}/1", "--from", "hub", "--dest", str(dest)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for name in ("openvino_model.bin", "openvino_model.xml", MANIFEST_FILE):
+        assert (dest / name).read_bytes() == (host_a / name).read_bytes()
 
 
 def test_a_variant_cached_with_the_old_manifest_format_is_read_registered_and_pulled_as_is(
