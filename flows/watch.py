@@ -1,8 +1,9 @@
 """The release watcher: poll the Hub for the watchlist, announce each release the registry does not know.
 
-Each announcement is one Prefect event, `quantforge.model.released`, whose payload carries the full
-quantize request; the quantize deployment's trigger turns it into a flow run. With `include_known`
-(the nightly sweep) every current release is announced: runs of registered identities do no work.
+Each announcement is one Prefect event, `quantforge.model.released`, whose payload names the release
+(`repo`, `sha`) and nothing else: the quantize deployment's trigger runs the release flow, which takes
+every setting from the watchlist (flows/release.py). With `include_known` (the nightly sweep) every
+current release is announced: runs of registered identities do no work.
 """
 
 from pathlib import Path
@@ -27,15 +28,10 @@ def watch_flow(watchlist: Path, include_known: bool = False) -> list[Release]:
         for release in current_releases_task(entry):
             if not include_known and is_known_task(release.repo, release.sha):
                 continue
-            request = entries.request_for(entry, release.repo, release.sha)
             event = emit_event(
                 RELEASE_EVENT,
                 resource={"prefect.resource.id": f"huggingface.model.{release.repo}"},
-                payload={
-                    "repo": release.repo,
-                    "sha": release.sha,
-                    "request": request.model_dump(mode="json"),
-                },
+                payload={"repo": release.repo, "sha": release.sha},
             )
             mark_announced_task(release.repo, release.sha, str(event.id) if event else "")
             logger.info("announced %s@%s", release.repo, release.sha[:12])

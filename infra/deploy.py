@@ -2,8 +2,10 @@
 
     python infra/deploy.py --watchlist /etc/quantforge/watchlist.yaml [--work-pool quantforge]
 
-- `quantize`: runs the quantize flow for every `quantforge.model.released` event, with the request
-  carried in the event's payload (from the watcher, or POSTed to the server's /api/events).
+- `quantize`: runs the release flow for every `quantforge.model.released` event (from the watcher, or
+  POSTed to the server's /api/events): the event names a release (`repo`, `sha`, optionally one of the
+  `recipes` its watchlist entry allows) and the flow takes every other setting from `--watchlist`,
+  fixed on the deployment; an event asking for more is refused (flows/release.py).
 - `watch-releases`: polls the Hub for the watchlist every `--watch-interval` seconds (default 15 min).
 - `nightly-sweep`: announces every watched model's current release on `--sweep-cron`; runs of
   registered identities finish without work, so this only fills gaps.
@@ -26,12 +28,13 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 def release_trigger() -> DeploymentEventTrigger:
-    """One quantize run per release event; the event's payload is the run's request."""
+    """One release run per release event. The whole payload is passed so that the flow can refuse an event
+    that tries to set more than it may; the watchlist parameter is the deployment's, never the event's."""
     return DeploymentEventTrigger(
         name="on-release",
         expect={RELEASE_EVENT},
         match={"prefect.resource.id": "huggingface.model.*"},
-        parameters={"request": "{{ event.payload.request }}"},
+        parameters={"payload": "{{ event.payload }}"},
     )
 
 
@@ -46,10 +49,12 @@ def main(
     sweep_cron: Annotated[str, typer.Option(help="Cron of the nightly sweep (server time).")] = "0 2 * * *",
 ) -> None:
     """Create or update the three deployments."""
-    quantize = Flow.from_source(source, "flows/quantize.py:quantize_flow")
+    release = Flow.from_source(source, "flows/release.py:release_flow")
     watch = Flow.from_source(source, "flows/watch.py:watch_flow")
     deployment_ids = deploy(
-        quantize.to_deployment(name="quantize", triggers=[release_trigger()]),
+        release.to_deployment(
+            name="quantize", triggers=[release_trigger()], parameters={"watchlist": str(watchlist)}
+        ),
         watch.to_deployment(
             name="watch-releases", interval=watch_interval, parameters={"watchlist": str(watchlist)}
         ),

@@ -12,6 +12,12 @@ from tasks.request import QuantizeRequest
 
 # What a watch entry may set of the request; `model` and `revision` come from the Hub.
 REQUEST_SETTINGS = set(QuantizeRequest.model_fields) - {"model", "revision"}
+# owner/name; no part starts with a dot and none holds "..", so an id never walks out of a cache folder
+REPO_ID = r"^\w[\w-]*(?:\.[\w-]+)*/\w[\w-]*(?:\.[\w-]+)*$"
+
+
+class RefusedRelease(QuantforgeError):
+    """A release event asks for something the watchlist does not allow; no work may start."""
 
 
 class WatchEntry(BaseModel):
@@ -19,19 +25,33 @@ class WatchEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = Field(default=None, pattern=r"^[\w.-]+/[\w.-]+$")
+    model: str | None = Field(default=None, pattern=REPO_ID)
     author: str | None = Field(default=None, pattern=r"^[\w.-]+$")
     name_pattern: str = "*"  # shell-style, on the repo name without the author
     max_parameters: float | None = Field(default=None, gt=0)  # from the Hub's safetensors metadata
     pipeline_tag: str | None = "text-generation"
     limit: int = Field(default=20, ge=1, le=1000)  # most recently modified repos of the author
     settings: dict[str, Any] = Field(default_factory=dict)  # QuantizeRequest fields for this entry
+    # Recipe sets a release event may ask for instead of the entry's own `recipes` (names or paths):
+    # an event chooses among what the operator allowed, never an arbitrary set or YAML path.
+    allowed_recipes: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_source(self) -> "WatchEntry":
         if (self.model is None) == (self.author is None):
             raise ValueError("give exactly one of `model` or `author`")
         return self
+
+    def names(self, repo_id: str) -> bool:
+        """True when `repo_id` is this entry's model, or a repo of its author that matches `name_pattern`."""
+        if self.model:
+            return repo_id == self.model
+        author, _, name = repo_id.partition("/")
+        return author == self.author and fnmatch.fnmatch(name, self.name_pattern)
+
+    def filters_by_metadata(self) -> bool:
+        """True when deciding whether this entry covers a repo takes the repo's Hub metadata."""
+        return self.author is not None and (self.pipeline_tag is not None or self.max_parameters is not None)
 
     def accepts(self, repo_id: str, pipeline_tag: str | None, parameters: int | None) -> bool:
         """True when an author's repo passes this entry's filters."""
@@ -56,12 +76,30 @@ class Watchlist(BaseModel):
             unknown = sorted((set(self.defaults) | set(entry.settings)) - REQUEST_SETTINGS)
             if unknown:
                 raise ValueError(f"watch[{index}]: unknown request setting {', '.join(unknown)}")
-            self.request_for(entry, "org/model", "0" * 40)  # every entry must make a valid request
+            # every entry must make a valid request, with its own recipe set and each allowed one
+            for recipes in (None, *entry.allowed_recipes):
+                self.request_for(entry, "org/model", "0" * 40, recipes)
         return self
 
-    def request_for(self, entry: WatchEntry, repo_id: str, sha: str) -> QuantizeRequest:
-        """The quantize request for one release of one entry."""
-        return QuantizeRequest(model=repo_id, revision=sha, **{**self.defaults, **entry.settings})
+    def request_for(
+        self, entry: WatchEntry, repo_id: str, sha: str, recipes: str | None = None
+    ) -> QuantizeRequest:
+        """The quantize request for one release of one entry (`recipes`: one of its `allowed_recipes`)."""
+        settings = {**self.defaults, **entry.settings}
+        if recipes is not None:
+            allowed = {settings.get("recipes", QuantizeRequest.model_fields["recipes"].default)}
+            if recipes not in allowed | set(entry.allowed_recipes):
+                raise RefusedRelease(
+                    f"`recipes`: {recipes!r} is not allowed for {repo_id} "
+                    f"(allowed: {', '.join(sorted(allowed | set(entry.allowed_recipes)))})"
+                )
+            settings["recipes"] = recipes
+        return QuantizeRequest(model=repo_id, revision=sha, **settings)
+
+    def candidates(self, repo_id: str) -> list[WatchEntry]:
+        """The entries that name `repo_id`, an entry for the model itself before its author's, else in file
+        order; an author entry's metadata filters are still to be checked."""
+        return sorted((e for e in self.watch if e.names(repo_id)), key=lambda e: e.model is None)
 
 
 def load_watchlist(path: Path) -> Watchlist:
