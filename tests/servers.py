@@ -95,21 +95,43 @@ class MlflowServer(Service):
         ]
         super().__init__(root, command, {**os.environ, **env} if env else None)
 
+    @classmethod
+    def with_basic_auth(cls, root: Path, admin_password: str) -> "MlflowServer":
+        """`--app-name basic-auth`, its users in `root`; the one user, `admin`, has `admin_password`."""
+        root.mkdir(parents=True, exist_ok=True)
+        config = root / "basic_auth.ini"
+        config.write_text(
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = sqlite:///{root / 'auth.db'}\n"
+            "admin_username = admin\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        env = {
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-csrf-key",
+        }
+        return cls(root, ("--app-name", "basic-auth"), env)
+
 
 class PrefectServer(Service):
-    """`prefect server start` on sqlite in `root` (its own PREFECT_HOME)."""
+    """`prefect server start` on sqlite in `root` (its own PREFECT_HOME); with `auth_string`, the API
+    answers only clients that send it (`PREFECT_SERVER_API_AUTH_STRING`), and `client_env` carries it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, auth_string: str | None = None) -> None:
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
-        self.health_url = f"{self.api_url}/health"
+        self.health_url = f"{self.api_url}/health"  # answered without credentials, as probes need
         self.client_env = {
             "PREFECT_HOME": str(root / "prefect-home"),
             "PREFECT_API_URL": self.api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            **({"PREFECT_API_AUTH_STRING": auth_string} if auth_string else {}),
         }
+        server_env = {"PREFECT_SERVER_API_AUTH_STRING": auth_string} if auth_string else {}
         command = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
-        super().__init__(root, command, {**os.environ, **self.client_env})
+        super().__init__(root, command, {**os.environ, **self.client_env, **server_env})
 
     def cli(self, *args: str) -> str:
         """Run a `prefect` CLI command against this server; return its output."""

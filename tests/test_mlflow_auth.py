@@ -25,21 +25,7 @@ QUANTFORGE = str(Path(sys.executable).with_name("quantforge"))
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-auth")
-    config = root / "basic_auth.ini"
-    config.write_text(
-        "[mlflow]\n"
-        "default_permission = READ\n"
-        f"database_uri = sqlite:///{root / 'auth.db'}\n"
-        "admin_username = admin\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-    )
-    env = {
-        "MLFLOW_AUTH_CONFIG_PATH": str(config),
-        "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-csrf-key",
-    }
-    with MlflowServer(root, ("--app-name", "basic-auth"), env) as server:
+    with MlflowServer.with_basic_auth(tmp_path_factory.mktemp("mlflow-auth"), PASSWORD) as server:
         yield server
 
 

@@ -1,7 +1,10 @@
 """Triggers and scale-out over real processes on loopback: `prefect server`, process workers,
-`mlflow server` and the local Hub. The deployments are registered by `infra/deploy.py`, as in production.
+`mlflow server` and the local Hub. The deployments are registered by `infra/deploy.py`, as in production,
+and both servers run as infra/ ships them: the Prefect API behind its auth string, MLflow behind basic
+auth, the workers with the credentials in their environment.
 """
 
+import base64
 import datetime as dt
 import os
 import subprocess
@@ -17,14 +20,15 @@ from safetensors.torch import load_file, save_file
 
 from quantforge.hub_server import HubServer
 from tasks.resources import memory_limit_name, memory_slots
+from tasks.watchlist import load_watchlist
 from tests.conftest import EVALUATION_TEXT
 from tests.models import tiny_model
 from tests.servers import MlflowServer, PrefectServer, PrefectWorker
 
-pytestmark = [pytest.mark.e2e, pytest.mark.model]
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_quantforgeTriggerToken"
+PREFECT_AUTH = "admin:canary-prefect-auth-4f2a9e"
+MLFLOW_PASSWORD = "canary-mlflow-Pa55-trigger"
 POOL = "quantforge"
 SETTINGS = {
     "recipes": "quick",
@@ -33,37 +37,46 @@ SETTINGS = {
     "max_eval_windows": 2,
     "new_tokens": 4,
 }
+# What the deployment's watchlist covers: two models (`posted` may also be run with the `default` set)
+# and the `pair-*` repos of the test author. Flows read the file when they run, so a test writes the
+# entries it needs (`watch`).
+WATCH = [
+    {"model": "quantforge-test/watched"},
+    {"model": "quantforge-test/posted", "allowed_recipes": ["default"]},
+    {"author": "quantforge-test", "name_pattern": "pair-*", "pipeline_tag": None},
+]
+SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="module")
-def stack(bundled_model, tmp_path_factory):
-    """Prefect server + work pool + deployments, MLflow server, local Hub; workers are per test."""
+def stack(tmp_path_factory):
+    """Prefect server + work pool + deployments, MLflow server, local Hub; workers are per test. This
+    module's own MLflow clients get the credentials the workers get."""
     root = tmp_path_factory.mktemp("stack")
     with (
         HubServer(root / "hub", tokens={TOKEN: "quantforge-bot"}) as hub,
-        MlflowServer(root / "mlflow") as mlflow_server,
-        PrefectServer(root / "prefect") as prefect_server,
+        MlflowServer.with_basic_auth(root / "mlflow", MLFLOW_PASSWORD) as mlflow_server,
+        PrefectServer(root / "prefect", auth_string=PREFECT_AUTH) as prefect_server,
+        pytest.MonkeyPatch.context() as env,
     ):
+        mlflow_credentials = {
+            "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": MLFLOW_PASSWORD,
+        }
+        for name, value in mlflow_credentials.items():
+            env.setenv(name, value)
         prefect_server.cli("work-pool", "create", POOL, "--type", "process")
         worker_env = {
             "HF_ENDPOINT": hub.url,
             "HF_TOKEN": TOKEN,
             "HF_HUB_DISABLE_XET": "1",
             "MLFLOW_TRACKING_URI": mlflow_server.url,
+            **mlflow_credentials,
             "QUANTFORGE_HOME": str(root / "worker-home"),
             "HF_HOME": str(root / "worker-hf-home"),
         }
-        watchlist = root / "watchlist.yaml"
-        watchlist.write_text(
-            yaml.safe_dump(
-                {
-                    "defaults": {**SETTINGS, "output_dir": str(root / "output")},
-                    "watch": [{"model": "quantforge-test/watched"}],
-                }
-            )
-        )
         deploy = subprocess.run(
-            [sys.executable, str(REPO_ROOT / "infra" / "deploy.py"), "--watchlist", str(watchlist)],
+            [sys.executable, str(REPO_ROOT / "infra" / "deploy.py"), "--watchlist", str(watchlist(root))],
             env={**os.environ, **prefect_server.client_env},
             capture_output=True,
             text=True,
@@ -73,9 +86,29 @@ def stack(bundled_model, tmp_path_factory):
         yield hub, mlflow_server, prefect_server, worker_env, root
 
 
+def watchlist(root: Path, entries: list[dict] = WATCH) -> Path:
+    """Write the deployment's watchlist with `entries`; the test settings are every entry's defaults."""
+    path = root / "watchlist.yaml"
+    path.write_text(
+        yaml.safe_dump({"defaults": {**SETTINGS, "output_dir": str(root / "output")}, "watch": entries})
+    )
+    return path
+
+
+def authorization(auth_string: str) -> dict[str, str]:
+    """The header a Prefect client sends for PREFECT_API_AUTH_STRING (HTTP basic auth of the string)."""
+    return {"Authorization": "Basic " + base64.b64encode(auth_string.encode()).decode()}
+
+
 def api(prefect_server: PrefectServer, method: str, path: str, **body) -> list | dict:
     payload = None if method == "GET" else body
-    response = requests.request(method, f"{prefect_server.api_url}{path}", json=payload, timeout=30)
+    response = requests.request(
+        method,
+        f"{prefect_server.api_url}{path}",
+        json=payload,
+        headers=authorization(PREFECT_AUTH),
+        timeout=30,
+    )
     response.raise_for_status()
     return response.json() if response.content else {}
 
@@ -120,25 +153,26 @@ def run_watcher(prefect_server: PrefectServer) -> dict:
     return run
 
 
-def release_events(prefect_server: PrefectServer) -> list[dict]:
+def release_events(prefect_server: PrefectServer, repo: str) -> list[dict]:
     page = api(
         prefect_server,
         "POST",
         "/events/filter",
         filter={
             "event": {"name": ["quantforge.model.released"]},
+            "resource": {"id": [f"huggingface.model.{repo}"]},
             "occurred": {"since": "2020-01-01T00:00:00Z"},
         },
     )
     return page["events"]
 
 
-def announced(prefect_server: PrefectServer, count: int) -> list[str]:
-    """The announced shas, newest first, once `count` have arrived (the server stores events in batches);
-    a few seconds more are given for any unexpected extra one to show up."""
-    wait_for(lambda: len(release_events(prefect_server)) >= count, 60, f"{count} release events")
+def announced(prefect_server: PrefectServer, repo: str, count: int) -> list[str]:
+    """The announced shas of `repo`, newest first, once `count` have arrived (the server stores events in
+    batches); a few seconds more are given for any unexpected extra one to show up."""
+    wait_for(lambda: len(release_events(prefect_server, repo)) >= count, 60, f"{count} release events")
     time.sleep(5)
-    return [e["payload"]["sha"] for e in release_events(prefect_server)]
+    return [e["payload"]["sha"] for e in release_events(prefect_server, repo)]
 
 
 def new_commit(hub: HubServer, folder: Path, seed: int) -> str:
@@ -150,24 +184,148 @@ def new_commit(hub: HubServer, folder: Path, seed: int) -> str:
     return hub.seed_repo("quantforge-test/watched", folder, message=f"update {seed}")
 
 
+def post_release(prefect_server: PrefectServer, repo: str, payload: dict) -> None:
+    """POST a release event to the server, as a CI job or a Hub webhook relay does (README)."""
+    event = {
+        "id": str(uuid.uuid4()),
+        "occurred": dt.datetime.now(dt.UTC).isoformat(),
+        "event": "quantforge.model.released",
+        "resource": {"prefect.resource.id": f"huggingface.model.{repo}"},
+        "payload": payload,
+    }
+    requests.post(
+        f"{prefect_server.api_url}/events", json=[event], headers=authorization(PREFECT_AUTH), timeout=30
+    ).raise_for_status()
+
+
+def new_runs(prefect_server: PrefectServer, before: set[str], count: int, timeout: float) -> list[dict]:
+    """The `count` runs of the `quantize` deployment not in `before`, once all have finished."""
+    return wait_for(
+        lambda: (
+            len(r := [x for x in flow_runs(prefect_server, "quantize") if x["id"] not in before]) == count
+            and finished(r)
+            and r
+        ),
+        timeout,
+        f"{count} runs of the quantize deployment",
+    )
+
+
+def child_runs(prefect_server: PrefectServer, parent: dict) -> list[dict]:
+    """The flow runs `parent` started (the quantize flow under a release run)."""
+    return api(
+        prefect_server,
+        "POST",
+        "/flow_runs/filter",
+        flow_runs={"parent_flow_run_id": {"any_": [parent["id"]]}},
+    )
+
+
+def log_lines(prefect_server: PrefectServer, run: dict) -> list[str]:
+    return [
+        line["message"]
+        for line in api(prefect_server, "POST", "/logs/filter", logs={"flow_run_id": {"any_": [run["id"]]}})
+    ]
+
+
+def recorded_runs(mlflow_server: MlflowServer) -> int:
+    """Runs in every MLflow experiment: quantize runs and the watcher's announcements."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server.url)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return len(client.search_runs(experiments)) if experiments else 0
+
+
+def test_servers_refuse_clients_without_credentials(stack):
+    """The Prefect API answers only its auth string (health probes aside); MLflow only its users."""
+    _, mlflow_server, prefect_server, _, _ = stack
+    url = prefect_server.api_url
+    for headers in ({}, authorization("admin:guessed"), {"Authorization": "Bearer " + PREFECT_AUTH}):
+        assert requests.post(f"{url}/flows/filter", json={}, headers=headers, timeout=30).status_code == 401
+        event = {"id": str(uuid.uuid4()), "occurred": "2026-01-01T00:00:00Z", "event": "x", "resource": {}}
+        assert requests.post(f"{url}/events", json=[event], headers=headers, timeout=30).status_code == 401
+    assert requests.post(f"{url}/flows/filter", json={}, headers=authorization(PREFECT_AUTH), timeout=30).ok
+    assert requests.get(f"{url}/health", timeout=30).ok  # probes need no credentials
+    search = f"{mlflow_server.url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, timeout=30).status_code == 401
+    assert requests.get(search, auth=("admin", "guessed"), timeout=30).status_code == 401
+    assert requests.get(search, auth=("admin", MLFLOW_PASSWORD), timeout=30).ok
+
+
+def test_refused_release_events_start_no_work(stack):
+    """Events that try to set options, name an unwatched repo, ask for a recipe set the entry does not
+    allow or give a moving revision: each run ends Refused with the reason logged, before any download,
+    task or MLflow run. No model is needed: nothing gets that far."""
+    hub, mlflow_server, prefect_server, worker_env, root = stack
+    refused = {
+        "`request`: ": {
+            "repo": "quantforge-test/posted",
+            "sha": SHA,
+            "request": {
+                "model": "/etc",
+                "allow_pickle": True,
+                "trust_remote_code": True,
+                "promote_best": True,
+            },
+        },
+        "`repo`: 'quantforge-test/unwatched' is not covered": {
+            "repo": "quantforge-test/unwatched",
+            "sha": SHA,
+        },
+        "`recipes`: 'pytorch' is not allowed": {
+            "repo": "quantforge-test/posted",
+            "sha": SHA,
+            "recipes": "pytorch",
+        },
+        "`sha`: 'main' is not a commit sha": {"repo": "quantforge-test/posted", "sha": "main"},
+    }
+    before = {r["id"] for r in flow_runs(prefect_server, "quantize")}
+    hub_requests, mlflow_runs = (
+        len(hub.control.matching(None, "quantforge-test/", None)),
+        recorded_runs(mlflow_server),
+    )
+    with PrefectWorker(root, prefect_server, POOL, "worker-refusals", worker_env):
+        for payload in refused.values():
+            post_release(prefect_server, payload["repo"], payload)
+        runs = new_runs(prefect_server, before, len(refused), 300)  # four runs start at once
+    assert {(r["state"]["type"], r["state"]["name"]) for r in runs} == {("FAILED", "Refused")}
+    for reason, payload in refused.items():
+        (run,) = [r for r in runs if r["parameters"]["payload"] == payload]
+        assert reason in run["state"]["message"], run["state"]
+        wait_for(
+            lambda run=run, reason=reason: any(reason in line for line in log_lines(prefect_server, run)),
+            60,
+            f"the refusal {reason!r} in the run's logs",
+        )
+        assert child_runs(prefect_server, run) == []
+        task_runs = api(prefect_server, "POST", "/task_runs/filter", flow_runs={"id": {"any_": [run["id"]]}})
+        assert task_runs == []
+    assert len(hub.control.matching(None, "quantforge-test/", None)) == hub_requests  # nothing fetched
+    assert recorded_runs(mlflow_server) == mlflow_runs
+
+
+@pytest.mark.e2e
+@pytest.mark.model
 def test_new_commits_trigger_exactly_one_run_each(stack, bundled_model, tmp_path):
     from mlflow import MlflowClient
 
     hub, mlflow_server, prefect_server, worker_env, root = stack
+    watchlist(root, [{"model": "quantforge-test/watched"}])
     folder = tiny_model("llama", tmp_path / "watched", bundled_model)
     first_sha = hub.seed_repo("quantforge-test/watched", folder, message="first release")
     mlflow = MlflowClient(mlflow_server.url, mlflow_server.url)
+    before = {r["id"] for r in flow_runs(prefect_server, "quantize")}
 
     with PrefectWorker(root, prefect_server, POOL, "worker-a", worker_env):
         run_watcher(prefect_server)
-        assert announced(prefect_server, 1) == [first_sha]
-        runs = wait_for(
-            lambda: finished(r := flow_runs(prefect_server, "quantize")) and r, 300, "quantize run 1"
-        )
+        assert announced(prefect_server, "quantforge-test/watched", 1) == [first_sha]
+        runs = new_runs(prefect_server, before, 1, 300)
         assert [r["state"]["type"] for r in runs] == ["COMPLETED"]
         (version,) = mlflow.search_model_versions("name = 'watched--int8-asym'")
         assert version.tags["quantforge.source_sha"] == first_sha
-        (event,) = release_events(prefect_server)
+        (event,) = release_events(prefect_server, "quantforge-test/watched")
+        assert event["payload"] == {"repo": "quantforge-test/watched", "sha": first_sha}  # nothing more
         latency = dt.datetime.fromisoformat(runs[0]["start_time"]) - dt.datetime.fromisoformat(
             event["occurred"]
         )
@@ -177,10 +335,9 @@ def test_new_commits_trigger_exactly_one_run_each(stack, bundled_model, tmp_path
 
         second_sha = new_commit(hub, folder, seed=1)
         run_watcher(prefect_server)
-        assert announced(prefect_server, 2) == [second_sha, first_sha]  # not three: the quiet poll was
-        runs = wait_for(
-            lambda: len(r := flow_runs(prefect_server, "quantize")) == 2 and finished(r) and r, 300, "run 2"
-        )
+        # two, not three: the quiet poll announced nothing
+        assert announced(prefect_server, "quantforge-test/watched", 2) == [second_sha, first_sha]
+        runs = new_runs(prefect_server, before, 2, 300)
         assert sorted(r["state"]["type"] for r in runs) == ["COMPLETED", "COMPLETED"]
         shas = {
             v.tags["quantforge.source_sha"]
@@ -189,33 +346,37 @@ def test_new_commits_trigger_exactly_one_run_each(stack, bundled_model, tmp_path
         assert shas == {first_sha, second_sha}
 
 
-def test_release_notice_by_http_post_starts_a_run(stack, bundled_model, tmp_path):
-    """What a CI job or a Hub webhook relay does against a self-hosted server (README)."""
+@pytest.mark.e2e
+@pytest.mark.model
+def test_release_event_runs_the_quantize_flow_with_the_watchlists_settings(stack, bundled_model, tmp_path):
+    """A posted event names the release and one of the recipe sets its entry allows; the quantize run it
+    leads to has exactly the request the watchlist makes (its gates, texts, output folder)."""
     hub, _, prefect_server, worker_env, root = stack
+    watchlist(root)
     folder = tiny_model("llama", tmp_path / "posted", bundled_model, seed=3)
     sha = hub.seed_repo("quantforge-test/posted", folder)
-    request = {**SETTINGS, "model": "quantforge-test/posted", "revision": sha, "output_dir": str(tmp_path)}
-    event = {
-        "id": str(uuid.uuid4()),
-        "occurred": dt.datetime.now(dt.UTC).isoformat(),
-        "event": "quantforge.model.released",
-        "resource": {"prefect.resource.id": "huggingface.model.quantforge-test/posted"},
-        "payload": {"repo": "quantforge-test/posted", "sha": sha, "request": request},
-    }
+    before = {r["id"] for r in flow_runs(prefect_server, "quantize")}
     with PrefectWorker(root, prefect_server, POOL, "worker-post", worker_env):
-        before = len(flow_runs(prefect_server, "quantize"))
-        requests.post(f"{prefect_server.api_url}/events", json=[event], timeout=30).raise_for_status()
-        runs = wait_for(
-            lambda: len(r := flow_runs(prefect_server, "quantize")) == before + 1 and finished(r) and r,
-            300,
-            "the posted run",
+        post_release(
+            prefect_server,
+            "quantforge-test/posted",
+            {"repo": "quantforge-test/posted", "sha": sha, "recipes": "default"},
         )
-    posted = [r for r in runs if r["parameters"]["request"]["model"] == "quantforge-test/posted"]
-    assert [r["state"]["type"] for r in posted] == ["COMPLETED"]
+        (run,) = new_runs(prefect_server, before, 1, 300)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    (quantize,) = child_runs(prefect_server, run)
+    entries = load_watchlist(root / "watchlist.yaml")
+    expected = entries.request_for(entries.watch[1], "quantforge-test/posted", sha, "default")
+    assert quantize["parameters"]["request"] == expected.model_dump(mode="json")
+    assert quantize["state"]["type"] == "COMPLETED"
+    assert any((root / "output").glob("posted-*/report.json"))  # the watchlist's output folder
 
 
+@pytest.mark.e2e
+@pytest.mark.model
 def test_two_workers_take_two_models_at_once_within_the_memory_limit(stack, bundled_model, tmp_path):
     hub, _, prefect_server, worker_env, root = stack
+    watchlist(root)
     sources = []
     for seed in (5, 6):
         folder = tiny_model("llama", tmp_path / f"pair-{seed}", bundled_model, seed=seed)
@@ -232,32 +393,20 @@ def test_two_workers_take_two_models_at_once_within_the_memory_limit(stack, bund
         PrefectWorker(root, prefect_server, POOL, "worker-2", worker_env, ("--limit", "1")),
     ):
         for repo, sha in sources:
-            request = {**SETTINGS, "model": repo, "revision": sha, "output_dir": str(tmp_path)}
-            event = {
-                "id": str(uuid.uuid4()),
-                "occurred": dt.datetime.now(dt.UTC).isoformat(),
-                "event": "quantforge.model.released",
-                "resource": {"prefect.resource.id": f"huggingface.model.{repo}"},
-                "payload": {"repo": repo, "sha": sha, "request": request},
-            }
-            requests.post(f"{prefect_server.api_url}/events", json=[event], timeout=30).raise_for_status()
-        runs = wait_for(
-            lambda: (
-                len(r := [x for x in flow_runs(prefect_server, "quantize") if x["id"] not in before]) == 2
-                and finished(r)
-                and r
-            ),
-            400,
-            "both runs",
-        )
+            post_release(prefect_server, repo, {"repo": repo, "sha": sha})  # the author entry covers both
+        runs = new_runs(prefect_server, before, 2, 400)
     assert [r["state"]["type"] for r in runs] == ["COMPLETED", "COMPLETED"]
     # Both flow runs were in flight together (two workers, two models at once) ...
     spans = sorted((r["start_time"], r["end_time"]) for r in runs)
     assert spans[1][0] < spans[0][1]
-    # ... but their heavy steps never overlapped: the server's task-run records say so.
+    # ... but their heavy steps never overlapped: the server's task-run records (of the quantize flow
+    # each release run started) say so.
     heavy = []
     for run in runs:
-        task_runs = api(prefect_server, "POST", "/task_runs/filter", flow_runs={"id": {"any_": [run["id"]]}})
+        (quantize,) = child_runs(prefect_server, run)
+        task_runs = api(
+            prefect_server, "POST", "/task_runs/filter", flow_runs={"id": {"any_": [quantize["id"]]}}
+        )
         steps = [t for t in task_runs if t["name"].rsplit("-", 1)[0] in ("export", "quantize", "evaluate")]
         heavy.append((min(t["start_time"] for t in steps), max(t["end_time"] for t in steps)))
     heavy.sort()
