@@ -4,6 +4,7 @@ each is refused in one line naming the problem, nothing is written outside the c
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,14 @@ import pytest
 from huggingface_hub import constants
 from huggingface_hub.file_download import repo_folder_name
 from safetensors.numpy import save_file
+from typer.testing import CliRunner
 
+from quantforge.cli import app
 from quantforge.errors import QuantforgeError
 from quantforge.hub_server import HubServer
 from quantforge.retries import is_transient
 from tasks.fetch import fetch_source
+from tests.conftest import EVALUATION_TEXT
 
 TOKEN = "hf_hostileTestToken"
 CANARY = "quantforge-pwned"
@@ -153,3 +157,64 @@ def test_a_local_folder_linking_out_of_itself_is_refused(tmp_path):
     (folder / "tokenizer.json").symlink_to("/etc/passwd")
     with pytest.raises(QuantforgeError, match=r"tokenizer\.json in .* is a symlink out of the folder"):
         fetch_source(str(folder))
+
+
+def test_the_command_line_refuses_a_hostile_answer_in_one_line_exit_2_without_retrying(
+    hub, tmp_path, sentinel, prefect_harness
+):
+    """Through `quantforge run` and its Prefect fetch task (which retries transient failures)."""
+    hub.seed_repo("mallory/cli", model_folder(tmp_path / "repo"))
+    value = climbing_to(sentinel / "pwned", "mallory/cli", "blobs")
+    hub.inject_fault("HEAD", r"/resolve/[^/]+/config\.json$", status=None, headers={"ETag": f'"{value}"'})
+    output = tmp_path / "out"
+    command = [
+        "run",
+        "mallory/cli",
+        "--recipes",
+        "quick",
+        "--eval",
+        str(EVALUATION_TEXT),
+        "--output",
+        str(output),
+    ]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "`model`: 'mallory/cli': the Hub answered HEAD" in errors[0]
+    assert hub.requests("HEAD", r"/resolve/") == 1  # the task was not retried
+    assert sorted(p.name for p in sentinel.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            {"config.json": b"[1, 2]"},
+            "`model`: config.json of 'local:m' is not a JSON object (a list: [1, 2])",
+        ),
+        (
+            {"model-2.safetensors": struct.pack("<Q", 200_000_000) + bytes(210_000_000 - 8)},
+            "`model`: model-2.safetensors claims a 200000000-byte safetensors header",
+        ),
+    ],
+)
+def test_the_command_line_refuses_a_bad_config_or_header_in_one_line_exit_2(
+    tmp_path, prefect_harness, files, message
+):
+    folder = model_folder(tmp_path / "m")
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    command = [
+        "run",
+        str(folder),
+        "--recipes",
+        "quick",
+        "--eval",
+        str(EVALUATION_TEXT),
+        "--output",
+        str(tmp_path / "o"),
+    ]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0]
