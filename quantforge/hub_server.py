@@ -1082,10 +1082,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def _param(name: str, raw: str) -> str:
-    """A route parameter, decoded; an encoded slash is refused in repo ids and file paths (only a
-    revision such as `refs%2Fpr%2F1` carries one), `..` everywhere."""
+    """A route parameter, decoded; `..` is refused everywhere and an encoded slash in a repo id (the
+    client encodes them in revisions such as `refs%2Fpr%2F1` and in tree paths, never in repo ids)."""
     value = unquote(raw)
-    if (name != "rev" and re.search(r"%2f|%5c", raw, re.IGNORECASE)) or ".." in value.split("/"):
+    if (name == "repo" and re.search(r"%2f|%5c", raw, re.IGNORECASE)) or ".." in re.split(r"[/\\]", value):
         raise HubError(400, f"Invalid {name}: {raw[:200]!r}", "InvalidPath")
     return value
 

@@ -338,7 +338,8 @@ def test_a_lying_answer_can_be_injected(hub, api, tmp_path):
         "/acme/..%2F..%2Frepos/resolve/main/config.json",
         "/acme/tiny/resolve/main/..%2F..%2Frepo.json",
         "/acme/tiny/resolve/main/%2e%2e/%2e%2e/repo.json",
-        "/api/models/acme/tiny/tree/main/a%2Fb",
+        "/api/models/acme/tiny/tree/main/a%2F..%2F..%2Fx",
+        "/acme/tiny/resolve/main/a%5C..%5Cx",
         "/api/models/..%2F..%2F..%2Foutside/x",  # tmp_path/outside/x/repo.json, beside the root
     ],
 )
@@ -354,10 +355,16 @@ def test_dot_dot_and_encoded_slashes_in_repo_ids_and_paths_are_refused(hub, tmp_
     assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written, in the root or beside it
 
 
-def test_an_encoded_slash_in_a_revision_still_resolves(hub, api, tmp_path):
-    sha = hub.seed_repo(REPO, model_folder(tmp_path / "v1"))
+def test_encoded_slashes_in_revisions_and_tree_paths_still_work(hub, api, tmp_path):
+    """The client encodes `/` in these two (`quote(..., safe="")`): refusing them would break it."""
+    folder = model_folder(tmp_path / "v1")
+    (folder / "tokenizer" / "extra").mkdir()
+    (folder / "tokenizer" / "extra" / "merges.txt").write_text("a b\n")
+    sha = hub.seed_repo(REPO, folder)
     answer = httpx.head(f"{hub.url}/{REPO}/resolve/refs%2Fheads%2Fmain/config.json")
     assert answer.status_code == 200 and answer.headers["X-Repo-Commit"] == sha
+    listed = [entry.path for entry in api.list_repo_tree(REPO, path_in_repo="tokenizer/extra")]
+    assert listed == ["tokenizer/extra/merges.txt"]
 
 
 def test_restart_on_the_same_root_serves_the_same_commit(tmp_path):
