@@ -20,7 +20,7 @@ REFUSALS = {
     "string_type": "is not a string",
 }
 FORMS = {"repo": "is not a Hub repo id (owner/name)", "sha": "is not a commit sha (40 lowercase hex digits)"}
-SHOWN_CHARS = 80  # an event's values are anyone's: echo enough to recognise them, never a flood
+SHOWN_CHARS = 80  # an event's keys and values are anyone's: echo enough to recognise them, never a flood
 
 
 class Release(BaseModel):
@@ -47,7 +47,7 @@ class ReleaseNotice(BaseModel):
             return cls.model_validate(payload)
         except ValidationError as error:
             first = error.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
+            field = _shown(".".join(str(part) for part in first["loc"]))
             if first["type"] == "missing":
                 raise RefusedRelease(f"`{field}`: missing from the event's payload") from None
             reason = (
@@ -55,7 +55,11 @@ class ReleaseNotice(BaseModel):
                 if first["type"] == "string_pattern_mismatch"
                 else REFUSALS.get(first["type"], first["msg"])
             )
-            raise RefusedRelease(f"`{field}`: {repr(first['input'])[:SHOWN_CHARS]} {reason}") from None
+            raise RefusedRelease(f"`{field}`: {_shown(repr(first['input']))} {reason}") from None
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
 
 
 class RepoFacts(BaseModel):
