@@ -14,12 +14,12 @@ from quantforge.errors import QuantforgeError
 from tasks.watchlist import WatchEntry, load_watchlist
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
-DOCUMENTED = set(re.findall(r"^\| `([A-Z_]+)`", (INFRA / "README.md").read_text(), flags=re.M)) | {
+DOCUMENTED = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)`", (INFRA / "README.md").read_text(), flags=re.M)) | {
     name
     for row in re.findall(
-        r"^\| (`[A-Z_]+`(?:, `[A-Z_]+`)+) \|", (INFRA / "README.md").read_text(), flags=re.M
+        r"^\| (`[A-Z][A-Z0-9_]*`(?:, `[A-Z][A-Z0-9_]*`)+) \|", (INFRA / "README.md").read_text(), flags=re.M
     )
-    for name in re.findall(r"`([A-Z_]+)`", row)
+    for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", row)
 }
 
 
@@ -109,3 +109,74 @@ def test_author_entry_filters():
     assert not entry.accepts("microsoft/Phi-3-mini-4k-instruct", "text-generation", 5_000_000_000)
     assert not entry.accepts("microsoft/Phi-3-mini-4k-instruct", "image-classification", None)
     assert entry.accepts("microsoft/Phi-3-mini-128k-instruct", "text-generation", None)  # size unknown
+
+
+def test_compose_servers_answer_only_credentials():
+    compose_text = (INFRA / "compose.yaml").read_text()
+    services = yaml.safe_load(compose_text)["services"]
+    for name in ("prefect-api", "prefect-services"):  # the services call the API in-process, with it
+        auth = services[name]["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
+        assert auth.startswith("${PREFECT_API_AUTH_STRING:?"), name  # compose refuses to start without it
+    assert "--app-name basic-auth" in services["mlflow"]["command"]
+    assert services["mlflow"]["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith(
+        "${MLFLOW_ADMIN_PASSWORD:?"
+    )
+    worker = services["worker"]["environment"]
+    assert worker["PREFECT_API_AUTH_STRING"] == "${PREFECT_API_AUTH_STRING}"
+    assert (worker["MLFLOW_TRACKING_USERNAME"], worker["MLFLOW_TRACKING_PASSWORD"]) == (
+        "admin",
+        "${MLFLOW_ADMIN_PASSWORD}",
+    )
+    # The example .env names every variable compose reads, so a copy of it starts the stack.
+    example = {
+        line.lstrip("# ").split("=", 1)[0]
+        for line in (INFRA / ".env.example").read_text().splitlines()
+        if "=" in line
+    }
+    used = set(re.findall(r"\$\{([A-Z_]+)", compose_text))
+    assert used <= example, used - example
+    config = (INFRA / "mlflow-auth.ini").read_text()
+    assert "database_uri = sqlite:////var/lib/mlflow-auth/" in config  # on the mlflow-auth volume
+    assert "mlflow-auth:/var/lib/mlflow-auth" in services["mlflow"]["volumes"]
+
+
+def test_kubernetes_servers_answer_only_credentials():
+    documents = list(yaml.safe_load_all((INFRA / "k8s" / "servers.yaml").read_text()))
+    by_kind: dict[str, dict[str, dict]] = {}
+    for document in documents:
+        by_kind.setdefault(document["kind"], {})[document["metadata"]["name"]] = document
+    containers = {
+        name: d["spec"]["template"]["spec"]["containers"][0] for name, d in by_kind["Deployment"].items()
+    }
+
+    def secret(container: dict, name: str) -> dict:
+        (found,) = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == name]
+        return found
+
+    assert secret(containers["prefect-api"], "PREFECT_SERVER_API_AUTH_STRING") == {
+        "name": "quantforge-servers",
+        "key": "prefect-auth-string",
+    }
+    assert "--app-name=basic-auth" in containers["mlflow"]["args"]
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert secret(containers["mlflow"], name)["name"] == "quantforge-servers"
+    defined = {e["name"] for e in containers["mlflow"]["env"]} | set(
+        by_kind["ConfigMap"]["quantforge-servers"]["data"]
+    )
+    assert set(re.findall(r"\$\(([A-Z_]+)\)", " ".join(containers["mlflow"]["args"]))) <= defined
+    for volume in by_kind["Deployment"]["mlflow"]["spec"]["template"]["spec"]["volumes"]:
+        assert volume["persistentVolumeClaim"]["claimName"] in by_kind["PersistentVolumeClaim"]
+    # The worker's ConfigMap reaches these Services, and its credentials are required, not optional.
+    worker_docs = {d["kind"]: d for d in yaml.safe_load_all((INFRA / "k8s" / "worker.yaml").read_text())}
+    urls = worker_docs["ConfigMap"]["data"]
+    assert set(by_kind["Service"]) == {"prefect-api", "mlflow"}
+    assert urls["PREFECT_API_URL"].startswith("http://prefect-api.") and urls[
+        "MLFLOW_TRACKING_URI"
+    ].startswith("http://mlflow.")
+    (worker,) = worker_docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    for name in ("PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert not secret(worker, name).get("optional", False), name
+    names = {n for c in containers.values() for n in (e["name"] for e in c["env"])} | set(
+        by_kind["ConfigMap"]["quantforge-servers"]["data"]
+    )
+    assert names <= DOCUMENTED, names - DOCUMENTED

@@ -280,27 +280,30 @@ def test_refused_release_events_start_no_work(stack):
         },
         "`sha`: 'main' is not a commit sha": {"repo": "quantforge-test/posted", "sha": "main"},
     }
+    watchlist(root)
     before = {r["id"] for r in flow_runs(prefect_server, "quantize")}
-    hub_requests, mlflow_runs = (
-        len(hub.control.matching(None, "quantforge-test/", None)),
-        recorded_runs(mlflow_server),
-    )
+    hub_requests = len(hub.control.matching(None, "quantforge-test/", None))
+    mlflow_runs = recorded_runs(mlflow_server)
+    # The worker runs until the log lines are in: stopping it stops a finished run's process before it
+    # has sent its last lines.
     with PrefectWorker(root, prefect_server, POOL, "worker-refusals", worker_env):
         for payload in refused.values():
             post_release(prefect_server, payload["repo"], payload)
         runs = new_runs(prefect_server, before, len(refused), 300)  # four runs start at once
-    assert {(r["state"]["type"], r["state"]["name"]) for r in runs} == {("FAILED", "Refused")}
-    for reason, payload in refused.items():
-        (run,) = [r for r in runs if r["parameters"]["payload"] == payload]
-        assert reason in run["state"]["message"], run["state"]
-        wait_for(
-            lambda run=run, reason=reason: any(reason in line for line in log_lines(prefect_server, run)),
-            60,
-            f"the refusal {reason!r} in the run's logs",
-        )
-        assert child_runs(prefect_server, run) == []
-        task_runs = api(prefect_server, "POST", "/task_runs/filter", flow_runs={"id": {"any_": [run["id"]]}})
-        assert task_runs == []
+        assert {(r["state"]["type"], r["state"]["name"]) for r in runs} == {("FAILED", "Refused")}
+        for reason, payload in refused.items():
+            (run,) = [r for r in runs if r["parameters"]["payload"] == payload]
+            assert reason in run["state"]["message"], run["state"]
+            wait_for(
+                lambda run=run, reason=reason: any(reason in line for line in log_lines(prefect_server, run)),
+                60,
+                f"the refusal {reason!r} in the run's logs",
+            )
+            assert child_runs(prefect_server, run) == []
+            task_runs = api(
+                prefect_server, "POST", "/task_runs/filter", flow_runs={"id": {"any_": [run["id"]]}}
+            )
+            assert task_runs == []
     assert len(hub.control.matching(None, "quantforge-test/", None)) == hub_requests  # nothing fetched
     assert recorded_runs(mlflow_server) == mlflow_runs
 
