@@ -8,6 +8,7 @@ run's step runs in this process against the same sqlite MLflow. Variants are sma
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,8 +32,18 @@ NAME = "smollm2-135m-instruct--int4-awq-se"
 TOKEN = "hf_twoHostsTestToken"
 
 
+@pytest.fixture(scope="module")
+def empty_database(tmp_path_factory) -> Path:
+    """An MLflow sqlite database with its tables made once: creating them takes seconds."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def tracking(tmp_path, monkeypatch) -> MlflowClient:
+def tracking(empty_database, tmp_path, monkeypatch) -> MlflowClient:
+    """A fresh copy of the empty database: each test its own registry."""
+    shutil.copy(empty_database, tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     return mlflow_client()
 
