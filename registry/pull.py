@@ -10,16 +10,18 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
+from huggingface_hub.errors import HfHubHTTPError
 from mlflow.entities.model_registry import ModelVersion
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from quantforge.atomic import atomic_dir, remove_stale, scratch_dir
-from quantforge.errors import QuantforgeError
+from quantforge.errors import QuantforgeError, TransientError
 from quantforge.hub import hub_endpoint
 from quantforge.locks import exclusive
 from quantforge.manifest import MANIFEST_FILE, Manifest, read_manifest, sha256_file, verify
 from quantforge.paths import data_dir
+from quantforge.retries import IO_ERRORS, is_transient
 from registry.aliases import resolve_version
 from registry.tracking import tracking_uri
 from registry.variants import TAG
@@ -107,8 +109,19 @@ def _download(
 
     From the Hub only the manifest's `files` are fetched: the repo also holds its model card.
     """
-    if source == "hub":
-        return _download_from_hub(version, file, into, files)
+    try:
+        if source == "hub":
+            return _download_from_hub(version, file, into, files)
+        return _download_from_mlflow(version, file, into)
+    except (HfHubHTTPError, *IO_ERRORS) as error:  # a dropped connection, a server error, a full disk
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        failure = TransientError if is_transient(error) else QuantforgeError
+        raise failure(
+            f"`from`: download of {version.name}/{version.version} from {source} failed: {reason}"
+        ) from error
+
+
+def _download_from_mlflow(version: ModelVersion, file: str | None, into: Path) -> Path:
     import mlflow.artifacts
 
     uri = version.source + (f"/{file}" if file else "")

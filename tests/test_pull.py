@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 from typer.testing import CliRunner
 
 from quantforge.cli import app
@@ -96,6 +97,14 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture
+def quiet_hub_downloads():
+    """No Hub progress bars among the printed lines."""
+    disable_progress_bars()
+    yield
+    enable_progress_bars()
+
+
+@pytest.fixture
 def registry(mlflow_server, monkeypatch) -> MlflowServer:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the printed lines are the test's
@@ -125,9 +134,9 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}
 
 
-def pull(spec: str, dest: Path) -> tuple[int, list[str]]:
-    """`quantforge pull SPEC --dest DEST`: its exit code and printed lines (stdout, then stderr)."""
-    result = runner.invoke(app, ["pull", spec, "--dest", str(dest)])
+def pull(spec: str, dest: Path, *options: str) -> tuple[int, list[str]]:
+    """`quantforge pull SPEC --dest DEST [OPTIONS]`: its exit code and printed lines (stdout, then stderr)."""
+    result = runner.invoke(app, ["pull", spec, "--dest", str(dest), *options])
     return result.exit_code, [*result.stdout.splitlines(), *result.stderr.splitlines()]
 
 
@@ -296,3 +305,57 @@ def test_a_live_writer_in_another_container_is_left_alone_and_a_dead_one_is_swep
     writer.wait()
     assert pull(f"{name}/1", dest) == (0, [str(dest)])
     assert os.listdir(dest.parent) == ["model"] and tree(dest) == tree(folders[1])
+
+
+def test_a_connection_dropped_mid_download_leaves_the_installed_one(
+    registry, tmp_path, monkeypatch, quiet_hub_downloads
+):
+    name, folders = register_two_versions(registry, tmp_path, "dropped")
+    token = "hf_droppedToken"
+    dest = tmp_path / "serving" / "model"
+    with HubServer(tmp_path / "hub", tokens={token: "quantforge-bot"}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", token)
+        for version in (1, 2):
+            manifest = read_manifest(folders[version])
+            published = publish_variant(
+                folders[version], manifest, "# card", "serving/dropped", private=False
+            )
+            record_publication(name, version, published.repo, published.commit, published.tag)
+        assert pull(f"{name}/1", dest, "--from", "hub") == (0, [str(dest)])
+        hub.inject_fault(method="GET", path_pattern=r"/resolve/.*\.bin$", drop_connection=True)
+        code, lines = pull(f"{name}/2", dest, "--from", "hub")
+    assert code == 2
+    assert lines == [
+        f"error: `from`: download of {name}/2 from hub failed: "
+        "RemoteProtocolError: Server disconnected without sending a response."
+    ]
+    assert tree(dest) == tree(folders[1]) and os.listdir(dest.parent) == ["model"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MiB tmpfs."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_version_that_cannot_fit_beside_the_installed_one_is_refused_and_keeps_it(
+    registry, tmp_path, small_disk
+):
+    """The installed version stays until the new one is verified, so both must fit at once."""
+    name, folders = register_two_versions(registry, tmp_path, "full-disk")
+    dest = small_disk / "model"
+    assert pull(f"{name}/1", dest) == (0, [str(dest)])
+    (small_disk / "other-data").write_bytes(bytes(6 * 2**20 + 2**19))  # under 1 MiB left for 1 MiB
+    code, lines = pull(f"{name}/2", dest)
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith(f"error: not enough disk space to write {dest}: needs ~1 MiB, ")
+    assert tree(dest) == tree(folders[1]) and sorted(os.listdir(small_disk)) == ["model", "other-data"]
