@@ -1,6 +1,6 @@
 """MLflow behind basic authentication (`mlflow server --app-name basic-auth`): the credentials come from
-MLFLOW_TRACKING_USERNAME/PASSWORD, wrong ones fail in one line before anything is made, and the
-password is written nowhere.
+MLFLOW_TRACKING_USERNAME/PASSWORD, missing or wrong ones fail in one line before anything is made, and
+the password is written nowhere.
 """
 
 import os
@@ -9,17 +9,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
+from mlflow.exceptions import MlflowException
 
 from flows.quantize import quantize_flow
+from registry.releases import is_known, mark_announced
 from registry.tracking import mlflow_client
 from tasks.request import QuantizeRequest
 from tests.conftest import EVALUATION_TEXT, files_containing
 from tests.models import tiny_model
 from tests.servers import MlflowServer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.model]
-
 PASSWORD = "canary-Pa55w0rd-9c1d7e"
+SHA = "0123456789abcdef0123456789abcdef01234567"
 QUANTFORGE = str(Path(sys.executable).with_name("quantforge"))
 
 
@@ -35,6 +37,29 @@ def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
     )
 
 
+def test_clients_without_credentials_are_refused(auth_server, tmp_path, monkeypatch):
+    """No model needed: the server refuses before anything is looked up."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", auth_server.url)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    assert (
+        requests.get(f"{auth_server.url}/api/2.0/mlflow/experiments/search?max_results=1").status_code == 401
+    )
+    refused = cli("pull", "any--model@champion", env={"QUANTFORGE_HOME": str(tmp_path / "host")})
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"error: MLflow at {auth_server.url} failed:") and "401" in line
+    with pytest.raises(MlflowException, match="401"):  # the watcher's registry calls
+        is_known("org/model", SHA)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    mark_announced("org/model", SHA, "event-1")
+    assert is_known("org/model", SHA)
+
+
+@pytest.mark.e2e
+@pytest.mark.model
 def test_registers_and_pulls_with_credentials_and_refuses_wrong_ones(
     auth_server, bundled_model, prefect_harness, tmp_path, monkeypatch
 ):
