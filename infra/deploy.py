@@ -1,4 +1,5 @@
-"""Register quantforge's Prefect deployments on the server at PREFECT_API_URL.
+"""Register quantforge's Prefect deployments on the server at PREFECT_API_URL (with
+PREFECT_API_AUTH_STRING when the server requires it, as infra/compose.yaml and k8s/servers.yaml do).
 
     python infra/deploy.py --watchlist /etc/quantforge/watchlist.yaml [--work-pool quantforge]
 
@@ -11,7 +12,8 @@
   registered identities finish without work, so this only fills gaps.
 
 The work pool must exist (`prefect work-pool create quantforge --type process`); workers pull the
-code from `--source` (this checkout by default; a git URL for workers on other hosts).
+code from `--source` (this checkout by default; a git URL for workers on other hosts). The flows read
+the watchlist when they run: editing the file needs no new registration, moving it does.
 """
 
 from pathlib import Path
