@@ -19,7 +19,7 @@ from quantforge.atomic import atomic_dir, remove_stale, scratch_dir
 from quantforge.errors import QuantforgeError, TransientError
 from quantforge.hub import hub_endpoint
 from quantforge.locks import exclusive
-from quantforge.manifest import MANIFEST_FILE, Manifest, read_manifest, sha256_file, verify
+from quantforge.manifest import MANIFEST_FILE, Manifest, is_pinned_copy, read_manifest, sha256_file, verify
 from quantforge.paths import data_dir
 from quantforge.retries import IO_ERRORS, is_transient
 from registry.aliases import resolve_version
@@ -51,7 +51,7 @@ def pull(spec: str, dest: Path | None = None, source: PullSource = "mlflow") -> 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(dest.with_name(f".{dest.name}.lock")):
         remove_stale(dest)  # a pull killed mid-swap left its complete copy beside `dest`: put back first
-        if _is_installed(dest, pinned):
+        if is_pinned_copy(dest, pinned):
             return dest
         with scratch_dir(dest) as scratch:
             manifest = Manifest.model_validate_json(
@@ -90,16 +90,6 @@ def _pinned_manifest(path: Path, pinned: str) -> str:
     if sha256_file(path) != pinned:
         raise QuantforgeError(f"{MANIFEST_FILE}: sha256 does not match the registry (refusing to install)")
     return path.read_text()
-
-
-def _is_installed(dest: Path, pinned: str) -> bool:
-    if not (dest / MANIFEST_FILE).exists() or sha256_file(dest / MANIFEST_FILE) != pinned:
-        return False
-    try:
-        verify(dest, read_manifest(dest))
-    except QuantforgeError:
-        return False
-    return True
 
 
 def _download(
