@@ -7,3 +7,8 @@ class QuantforgeError(Exception):
 
 class TransientError(QuantforgeError):
     """A failure a retry may fix (dropped connection, overloaded server), worded for the user all the same."""
+
+
+def truncated(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters (an ellipsis marks the cut), for echoing input in one line."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

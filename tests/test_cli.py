@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from quantforge.cli import app
 from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT
+from tests.test_recipes import alias_bomb
 
 runner = CliRunner()
 
@@ -99,3 +100,24 @@ def test_process_exit_code_and_nothing_left_behind(bundled_model, tmp_path):
         rf"error: `evaluation`: '{too_short}' has \d tokens, fewer than one window of 512", error_lines[0]
     )
     assert list(output.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"recipes:\n  - name: int8\n    bits: 8\n  bits: 4\n", "is not valid YAML: expected <block end>"),
+        (alias_bomb(7), "is not valid YAML: aliases (*l0) are not accepted in recipe files (line 2)"),
+    ],
+)
+def test_malformed_or_alias_bomb_recipe_file_is_one_line_exit_2(content, message, tmp_path):
+    """Today's failure modes: a traceback with exit 1, and a 50 MB error line echoing the expanded bomb."""
+    recipes = tmp_path / "mine.yaml"
+    recipes.write_bytes(content)
+    output = tmp_path / "out"
+    result = runner.invoke(
+        app, ["run", "bundled:SmolLM2-135M-Instruct", "--recipes", str(recipes), "--output", str(output)]
+    )
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: `recipes`: mine.yaml ") and message in line and len(line) <= 320
+    assert not output.exists()

@@ -125,3 +125,47 @@ def test_a_set_checked_once_loads_again_without_importing_optimum(tmp_path):
     assert imported_optimum()  # first load: optimum-intel checks every recipe
     assert not imported_optimum()
     assert len(list((tmp_path / "recipes-checked").iterdir())) == len(load_recipe_set("default").recipes)
+
+
+def alias_bomb(levels: int) -> bytes:
+    """The "billion laughs" document: each level an alias list of nine of the level below, 9**levels strings in all."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, levels)]
+    return "\n".join([*lines, f"recipes: [*l{levels - 1}]", ""]).encode()
+
+
+MERGE_BOMB = b"\n".join(
+    [b"m0: &m0 {bits: 8}"] + [b"m%d: &m%d {<<: [*m%d, *m%d]}" % (n, n, n - 1, n - 1) for n in range(1, 20)]
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"recipes:\n  - name: x\n    bits: [8\n",
+            "`recipes`: bad.yaml is not valid YAML: expected ',' or ']', but got '<stream end>' (line 4)",
+        ),
+        (alias_bomb(7), "`recipes`: bad.yaml is not valid YAML: aliases (*l0) are not accepted"),
+        (MERGE_BOMB, "`recipes`: bad.yaml is not valid YAML: aliases (*m0) are not accepted"),
+        (b"recipes: " + b"[" * 5000 + b"]" * 5000, "nested deeper than 16 levels (line 1)"),
+        (b"# " + b"x" * 70_000, "`recipes`: bad.yaml is larger than 64 KiB"),
+        (b"recipes:\n  - name: '" + b"x" * 60_000 + b"'\n", "`recipes` in bad.yaml: recipe 'xxxxxxxx"),
+        (b"recipes:\n  - name: x\n    bits: '" + b"8" * 60_000 + b"'\n", "field `bits`"),
+        (b"\xff\xfe\xff\xfe\x00\xd8", "`recipes`: bad.yaml is not valid YAML: "),
+    ],
+)
+def test_broken_or_hostile_recipe_files_are_one_short_line(content, message, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(QuantforgeError) as refused:
+        load_recipe_set(str(path))
+    line = str(refused.value)
+    assert message in line
+    assert len(line) <= 300 and "\n" not in line
+
+
+def test_anchors_without_aliases_and_plain_merge_keys_still_load(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("recipes:\n  - &first\n    name: int8\n    <<: {bits: 8}\n")
+    assert load_recipe_set(str(path)).recipes[0].bits == 8
