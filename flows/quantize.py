@@ -13,6 +13,7 @@ from prefect import flow
 from quantforge.errors import QuantforgeError
 from quantforge.locks import identity_lock
 from quantforge.manifest import read_manifest
+from quantforge.redact import install_log_redaction
 from registry.aliases import CHAMPION_ALIAS, promote_task
 from registry.registered import registered_files_task
 from registry.variants import (
@@ -29,7 +30,7 @@ from registry.variants import (
 from tasks.datasets import TokenSet, calibration_samples_task, evaluation_windows_task
 from tasks.evaluate import Metrics, measure_model_task
 from tasks.export import BaselineIR, export_baseline_task
-from tasks.fetch import SourceModel, fetch_source_task, parameter_count
+from tasks.fetch import SourceModel, fetch_source_task
 from tasks.gate import Verdict, effective_limits, judge
 from tasks.model_card import model_card
 from tasks.output import check_writable, publish_output_task
@@ -52,6 +53,7 @@ from tasks.toolchain import toolchain
 @flow(name="quantize", flow_run_name="quantize {request.model}", validate_parameters=True)
 def quantize_flow(request: QuantizeRequest) -> RunReport:
     """Produce, measure, gate and register every recipe of the request; write the report."""
+    install_log_redaction()  # workers start flows without the CLI, which installs it too
     started = time.perf_counter()
     recipes = request.selected_recipes()
     check_writable(request.output_dir)
@@ -89,7 +91,7 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
         to_make = [r for r in recipes if r.name not in reusable]
         work_to_do = bool(to_make)
         # The heavy part holds this host's memory slots (Prefect global concurrency limit), if any.
-        with reserved_memory(parameter_count(source.local_dir)) if work_to_do else contextlib.nullcontext():
+        with reserved_memory(source.local_dir, request.window) if work_to_do else contextlib.nullcontext():
             if work_to_do:
                 baseline_ir, lineage = _measure_baseline(source, evaluation, request)
             if any(r.backend != "openvino" for r in to_make):

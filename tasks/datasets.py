@@ -15,6 +15,7 @@ from quantforge.errors import QuantforgeError, TransientError
 from quantforge.hub import hub_endpoint
 from quantforge.paths import data_dir
 from quantforge.retries import is_transient, only_io_errors
+from tasks.fetch import read_json_object
 
 Role = Literal["calibration", "evaluation"]
 # Hub datasets: (repo, config or data files, split per role). Calibration never reads an evaluation split.
@@ -143,8 +144,20 @@ def _cached_token_stream(paragraphs: list[str], tokenizer_dir: Path) -> tuple[np
     return ids, content_hash
 
 
+def check_fits_context(field: str, tokens: int, model_dir: Path) -> None:
+    """Refuse windows longer than the model's context (`max_position_embeddings` in its config.json):
+    positions it never saw in training, or past the end of its position table."""
+    context = read_json_object(model_dir / "config.json", model_dir.name).get("max_position_embeddings")
+    if isinstance(context, int) and tokens > context:
+        raise QuantforgeError(
+            f"`{field}`: {tokens} tokens is longer than the model's context "
+            f"(`max_position_embeddings` {context} in config.json)"
+        )
+
+
 def evaluation_windows(spec: str, tokenizer_dir: Path, window: int, max_windows: int) -> TokenSet:
     """Non-overlapping windows from the start of the evaluation text (the same for every variant)."""
+    check_fits_context("window", window, tokenizer_dir)
     paragraphs = read_paragraphs(spec, "evaluation")
     ids, content_hash = _cached_token_stream(paragraphs, tokenizer_dir)
     count = min(len(ids) // window, max_windows)
@@ -162,6 +175,7 @@ def calibration_samples(
     spec: str, evaluation_spec: str, tokenizer_dir: Path, num_samples: int, seq_len: int, seed: int
 ) -> TokenSet:
     """`num_samples` random windows of `seq_len` tokens (seeded), from text that evaluation never sees."""
+    check_fits_context("seq_len", seq_len, tokenizer_dir)
     paragraphs, removed = remove_overlap(
         read_paragraphs(spec, "calibration"), read_paragraphs(evaluation_spec, "evaluation")
     )

@@ -8,8 +8,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
+
+from quantforge.errors import QuantforgeError
+from tasks.fetch import parameter_count, read_json_object
 
 
 @dataclass
@@ -93,11 +97,22 @@ def measure(interval: float = 0.05) -> Iterator[StepUsage]:
 # reference article needed ~60 GB for 8 B parameters (8 B x 8 bytes = 60 GiB).
 BYTES_PER_PARAMETER = 8
 PROCESS_OVERHEAD_GIB = 2
+# Evaluation holds the compiled model (at most the fp32 IR's 4 bytes per parameter, or PyTorch's fp32
+# source) and the logits of one window, window x vocabulary float32, which perplexity holds twice
+# (OpenVINO's output tensor and torch's log-softmax). Measured above the compiled model (tiny Llama, 49 k
+# vocabulary, windows of 512 to 4096 tokens): 2.1 times the logits; 3 leaves room for the activations
+# that grow with the window too. 8192 tokens over Qwen's 152 k vocabulary: 14 GiB.
+EVALUATION_BYTES_PER_PARAMETER = 4
+LOGITS_COPIES = 3
 
 
-def memory_slots(parameters: int) -> int:
-    """GiB of RAM to reserve for exporting and quantizing a model of `parameters` weights."""
-    return math.ceil(parameters * BYTES_PER_PARAMETER / 2**30) + PROCESS_OVERHEAD_GIB
+def memory_slots(parameters: int, window: int, vocab_size: int) -> int:
+    """GiB of RAM to reserve for exporting, quantizing and evaluating a model of `parameters` weights
+    whose perplexity is scored on windows of `window` tokens over `vocab_size` logits (the steps run one
+    after the other: the larger need counts)."""
+    quantize = parameters * BYTES_PER_PARAMETER
+    evaluate = parameters * EVALUATION_BYTES_PER_PARAMETER + LOGITS_COPIES * window * vocab_size * 4
+    return math.ceil(max(quantize, evaluate) / 2**30) + PROCESS_OVERHEAD_GIB
 
 
 def memory_limit_name() -> str:
@@ -106,9 +121,31 @@ def memory_limit_name() -> str:
 
 
 @contextlib.contextmanager
-def reserved_memory(parameters: int) -> Iterator[None]:
-    """Hold this host's memory slots while the block runs (no limit created on the server: no wait)."""
+def reserved_memory(model_dir: Path, window: int) -> Iterator[None]:
+    """Hold this host's memory slots for the model while the block runs (no limit on the server: no
+    wait); a need larger than the whole limit is refused in one line, before the block starts."""
     from prefect.concurrency.sync import concurrency
 
-    with concurrency(memory_limit_name(), occupy=memory_slots(parameters), strict=False):
+    vocab_size = read_json_object(model_dir / "config.json", model_dir.name).get("vocab_size")
+    slots = memory_slots(parameter_count(model_dir), window, vocab_size if isinstance(vocab_size, int) else 0)
+    limit = _memory_limit()
+    if limit is not None and slots > limit:
+        raise QuantforgeError(
+            f"`window`: {model_dir.name} needs {slots} GiB to export, quantize and evaluate on windows of "
+            f"{window} tokens, more than this host's memory limit {memory_limit_name()!r} ({limit} GiB)"
+        )
+    with concurrency(memory_limit_name(), occupy=slots, strict=False):
         yield
+
+
+def _memory_limit() -> int | None:
+    """Slots of this host's active memory limit, None when the server has none."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(memory_limit_name())
+        except ObjectNotFound:
+            return None
+    return limit.limit if limit.active else None

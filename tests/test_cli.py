@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from quantforge.cli import app
 from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT
+from tests.models import tiny_model
 from tests.test_recipes import alias_bomb
 
 runner = CliRunner()
@@ -121,3 +122,28 @@ def test_malformed_or_alias_bomb_recipe_file_is_one_line_exit_2(content, message
     (line,) = result.output.strip().splitlines()
     assert line.startswith("error: `recipes`: mine.yaml ") and message in line and len(line) <= 320
     assert not output.exists()
+
+
+@pytest.mark.model
+def test_window_longer_than_the_model_context_is_one_line_before_any_work(bundled_model, tmp_path):
+    """A tiny Llama with 512 positions asked for 1024-token windows: refused from its config.json."""
+    model = tiny_model("llama", tmp_path / "tiny-llama", bundled_model)
+    home, output = tmp_path / "home", tmp_path / "out"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "quantforge.cli", "run", str(model)),
+            *("--recipes", "quick", "--eval", str(EVALUATION_TEXT), "--window", "1024"),
+            *("--output", str(output)),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PREFECT_LOGGING_LEVEL": "ERROR", "QUANTFORGE_HOME": str(home)},
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    error_lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert error_lines == [
+        "error: `window`: 1024 tokens is longer than the model's context "
+        "(`max_position_embeddings` 512 in config.json)"
+    ]
+    assert list(home.rglob("*.xml")) == [] and list(output.iterdir()) == []  # nothing exported

@@ -1,12 +1,17 @@
-"""Peak memory counts a forked child's shared pages once, as the kernel does."""
+"""Peak memory counts a forked child's shared pages once, as the kernel does; the memory reserved for a
+model counts the logits of its evaluation windows."""
 
+import json
 import multiprocessing
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
+import pytest
 
-from tasks.resources import PeakSampler, measure, tree_memory
+from quantforge.errors import QuantforgeError
+from tasks.resources import PeakSampler, measure, memory_slots, reserved_memory, tree_memory
 
 MIB = 2**20
 
@@ -45,3 +50,38 @@ def test_sampling_takes_at_most_a_small_share_of_a_core():
     busy = (thread.user_time + thread.system_time) / 2.0
     assert busy < 0.25, f"the sampler used {busy:.0%} of a core"
     assert sampler.peak > weights.nbytes
+
+
+def fake_model(folder: Path, parameters: int, vocab_size: int) -> Path:
+    """A model folder as the memory check reads it: config.json and a safetensors file of `parameters`."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"vocab_size": vocab_size}))
+    save_file({"weight": np.zeros(parameters, dtype=np.float16)}, folder / "model.safetensors")
+    return folder
+
+
+def test_the_logits_of_a_window_count_in_the_memory_reserved(prefect_harness, tmp_path, monkeypatch):
+    """Within this host's limit the slots are held while the block runs; a window whose logits
+    (8192 tokens x 152 k vocabulary: 14 GiB) take more than the limit is refused in one line first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    monkeypatch.setenv("QUANTFORGE_MEMORY_LIMIT", "memory-test-logits")
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name="memory-test-logits", limit=8)
+        )
+    model = fake_model(tmp_path / "qwen-like", 1000, 151_936)
+    assert memory_slots(1000, 512, 151_936) == 3  # 0.9 GiB of logits, rounded up, and the libraries
+    with reserved_memory(model, 512), get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name("memory-test-logits").active_slots == 3
+    with pytest.raises(QuantforgeError) as refused, reserved_memory(model, 8192):
+        pytest.fail("the block ran")
+    assert str(refused.value) == (
+        "`window`: qwen-like needs 16 GiB to export, quantize and evaluate on windows of 8192 tokens, "
+        "more than this host's memory limit 'memory-test-logits' (8 GiB)"
+    )
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name("memory-test-logits").active_slots == 0

@@ -387,7 +387,7 @@ def test_two_workers_take_two_models_at_once_within_the_memory_limit(stack, bund
             (f"quantforge-test/pair-{seed}", hub.seed_repo(f"quantforge-test/pair-{seed}", folder))
         )
     # Room for one quantization at a time on this host.
-    slots = memory_slots(6_400_000)
+    slots = memory_slots(6_400_000, 512, 49_152)  # the tiny models, scored on 512-token windows
     prefect_server.cli("global-concurrency-limit", "create", memory_limit_name(), "--limit", str(slots))
     before = {r["id"] for r in flow_runs(prefect_server, "quantize")}
     with (
