@@ -112,8 +112,18 @@ def kill_when(process: subprocess.Popen, started, what: str, log: Path) -> None:
 
 
 def assert_one_good_version(home: Path, output: Path) -> None:
-    versions = mlflow_rows(home, "select count(*) from model_versions where name like 'medium-llama--%'")
+    versions = mlflow_rows(  # MLflow's sqlite store keeps deleted versions as 'Deleted_Internal' rows
+        home,
+        "select count(*) from model_versions "
+        "where name like 'medium-llama--%' and coalesce(current_stage, '') != 'Deleted_Internal'",
+    )
     assert versions == 1  # registered exactly once, whatever the crash left
+    candidate = mlflow_rows(
+        home,
+        "select count(*) from registered_model_aliases "
+        "where name like 'medium-llama--%' and alias = 'candidate'",
+    )
+    assert candidate == 1  # a registration cut short was completed
     finished = mlflow_rows(
         home,
         "select count(*) from runs r join tags t on t.run_uuid = r.run_uuid "
