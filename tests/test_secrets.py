@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from quantforge.redact import install_log_redaction
+from registry.tracking import experiment_id, mlflow_client
 from tests.conftest import EVALUATION_TEXT, files_containing
 from tests.models import tiny_model
-from tests.servers import free_port
+from tests.servers import MlflowServer, free_port
 
 CANARY = "canarysecret-5b07e2"
 QUANTFORGE = str(Path(sys.executable).with_name("quantforge"))
@@ -88,3 +89,28 @@ def test_unreachable_registry_named_without_its_credentials(bundled_model, tmp_p
     assert any(f"127.0.0.1:{port}".encode() in p.read_bytes() for p in prefect_home.rglob("*") if p.is_file())
     # ... and no file anywhere holds the password.
     assert files_containing(CANARY, tmp_path) == []
+
+
+def test_credentials_in_the_uri_still_authenticate(tmp_path, monkeypatch):
+    """MLflow is given the URI without them and reads them from MLFLOW_TRACKING_USERNAME/PASSWORD: a
+    basic-auth server accepts them, and refuses a wrong password without printing it."""
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, "")  # recorded, so the values the client sets are undone after the test
+        monkeypatch.delenv(name)
+    with MlflowServer.with_basic_auth(tmp_path / "mlflow", CANARY) as server:
+        host = server.url.removeprefix("http://")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://admin:{CANARY}@{host}")
+        client = mlflow_client()
+        assert client.tracking_uri == server.url
+        assert client.get_experiment(experiment_id(client)).name == "quantforge"  # created: admin writes
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://admin:wrong-{CANARY}@{host}"}
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            env.pop(name)
+        refused = subprocess.run(
+            [QUANTFORGE, "pull", "anything@champion", "--dest", str(tmp_path / "pulled")],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"error: MLflow at {server.url} failed: ") and "401" in line
+    assert CANARY not in refused.stdout + refused.stderr
