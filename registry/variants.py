@@ -262,12 +262,28 @@ def settle(client: MlflowClient, name: str, identity: str) -> int | None:
             if error.error_code != "RESOURCE_DOES_NOT_EXIST":  # else a concurrent settle deleted it
                 raise
     if winner.tags.get(REGISTRATION_TAG) == "pending":
-        candidate = aliases.get(CANDIDATE_ALIAS)
-        newer_candidate = candidate is not None and int(candidate) > int(winner.version)
-        if winner.tags.get(ARCHIVED_TAG) != "true" and not newer_candidate:
-            client.set_registered_model_alias(name, CANDIDATE_ALIAS, winner.version)
+        if winner.tags.get(ARCHIVED_TAG) != "true":
+            _advance_candidate(client, name, int(winner.version))
         client.set_model_version_tag(name, winner.version, REGISTRATION_TAG, "complete")
     return int(winner.version)
+
+
+def _advance_candidate(client: MlflowClient, name: str, version: int) -> None:
+    """Point `candidate` at `version` unless it is on that version or a newer one already.
+
+    MLflow creates a new alias without a lock: when two writers create it at once, one fails a UNIQUE
+    constraint (BAD_REQUEST); that one decides again on what the other wrote.
+    """
+    for attempt in range(2):
+        current = client.get_registered_model(name).aliases.get(CANDIDATE_ALIAS)
+        if current is not None and int(current) >= version:
+            return
+        try:
+            client.set_registered_model_alias(name, CANDIDATE_ALIAS, str(version))
+            return
+        except MlflowException as error:
+            if attempt or error.error_code != "BAD_REQUEST":
+                raise
 
 
 def record_publication(name: str, version: int, repo: str, commit: str, tag: str) -> None:
