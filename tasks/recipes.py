@@ -10,19 +10,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quantforge.errors import QuantforgeError, truncated
 from quantforge.paths import data_dir
+from quantforge.yaml_input import MAX_ECHO, MAX_MESSAGE, read_yaml
 
 RECIPE_SETS_DIR = Path(__file__).parent / "recipe_sets"
-# Recipe files are small and shallow (the shipped sets: under 2 KB, four levels deep). Past these bounds
-# a file is refused in one line before it is parsed further or echoed in a message.
-MAX_RECIPE_FILE_BYTES = 64 * 1024
-MAX_RECIPE_DEPTH = 16
-MAX_MESSAGE = 300  # characters of one error line
-MAX_ECHO = 80  # characters of a value echoed in it
 
 
 class GateOverride(BaseModel):
@@ -278,60 +272,11 @@ def load_recipe_set(name_or_path: str) -> RecipeSet:
             )
     elif not path.exists():
         raise QuantforgeError(f"`recipes`: file {truncated(repr(str(path)), MAX_ECHO)} does not exist")
-    data = _read_yaml(path)
+    data = read_yaml(path, "recipes")
     try:
         return RecipeSet.model_validate(data)
     except ValidationError as error:
         message = f"`recipes` in {path.name}: {_first_error(error, data)}"
-        raise QuantforgeError(truncated(message, MAX_MESSAGE)) from None
-
-
-class _RecipeLoader(yaml.SafeLoader):
-    """`yaml.safe_load` without aliases and with bounded nesting.
-
-    An alias is a reference: a few lines of anchors stand for billions of nodes ("billion laughs"),
-    cheap to load as shared objects but expanded wherever they are walked: merge keys (`<<: *a`) copy
-    them at load time, and an error message echoing the value printed 50 MB. Recipe files have no need
-    for them. Deep nesting would exhaust Python's recursion in the composer instead.
-    """
-
-    def __init__(self, stream: bytes) -> None:
-        super().__init__(stream)
-        self.depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            raise yaml.composer.ComposerError(
-                None, None, f"aliases (*{event.anchor}) are not accepted in recipe files", event.start_mark
-            )
-        if self.depth == MAX_RECIPE_DEPTH:
-            raise yaml.composer.ComposerError(
-                None, None, f"nested deeper than {MAX_RECIPE_DEPTH} levels", event.start_mark
-            )
-        self.depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
-def _read_yaml(path: Path) -> Any:
-    """The YAML document of a recipe file, within the bounds above; anything else one line."""
-    try:
-        with path.open("rb") as handle:
-            content = handle.read(MAX_RECIPE_FILE_BYTES + 1)
-    except OSError as error:
-        raise QuantforgeError(f"`recipes`: cannot read {path.name}: {error.strerror}") from None
-    if len(content) > MAX_RECIPE_FILE_BYTES:
-        raise QuantforgeError(f"`recipes`: {path.name} is larger than {MAX_RECIPE_FILE_BYTES // 1024} KiB")
-    try:
-        return yaml.load(content, Loader=_RecipeLoader)  # a SafeLoader: builds no Python objects
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        message = f"`recipes`: {path.name} is not valid YAML: {problem}{where}"
         raise QuantforgeError(truncated(message, MAX_MESSAGE)) from None
 
 

@@ -4,10 +4,10 @@ import fnmatch
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from quantforge.errors import QuantforgeError
+from quantforge.errors import QuantforgeError, truncated
+from quantforge.yaml_input import MAX_MESSAGE, read_yaml
 from tasks.request import QuantizeRequest
 
 # What a watch entry may set of the request; `model` and `revision` come from the Hub.
@@ -104,16 +104,11 @@ class Watchlist(BaseModel):
 
 def load_watchlist(path: Path) -> Watchlist:
     """Read and validate a watchlist YAML file; errors name the file and the field."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise QuantforgeError(f"`watchlist`: cannot read {path} ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise QuantforgeError(f"`watchlist`: {path} is not valid YAML ({error})") from None
+    raw = read_yaml(path, "watchlist")
     try:
         return Watchlist.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "watchlist"
         message = first["msg"].removeprefix("Value error, ")
-        raise QuantforgeError(f"`watchlist` {path}: `{where}`: {message}") from None
+        raise QuantforgeError(truncated(f"`watchlist` {path}: `{where}`: {message}", MAX_MESSAGE)) from None

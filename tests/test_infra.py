@@ -93,6 +93,8 @@ def test_example_watchlist_is_valid():
         ("defaults: {window: 3}\nwatch: [{model: a/b}]", r"`window`"),
         ("watch: [{model: 'not a repo id'}]", r"`watch.0.model`: String should match pattern"),
         ("watch: [", r"is not valid YAML"),
+        ("a: &x [1]\nwatch: *x", r"watch.yaml is not valid YAML: aliases \(\*x\) are not accepted"),
+        ("# " + "x" * 70_000, r"`watchlist`: watch.yaml is larger than 64 KiB"),
     ],
 )
 def test_bad_watchlists_are_refused_naming_the_field(tmp_path, content, message):
