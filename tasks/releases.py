@@ -112,19 +112,11 @@ def release_request(
 
 
 # Hub lookups: 429 (rate limited) and 5xx are retried with growing waits; a 404 for a repo id is not.
-current_releases_task = task(
-    current_releases,
-    name="hub-releases",
-    retries=3,
-    retry_delay_seconds=[10, 30, 90],
-    retry_condition_fn=only_io_errors,
-    cache_policy=NO_CACHE,
-)
-repo_facts_task = task(
-    repo_facts,
-    name="hub-repo-facts",
-    retries=3,
-    retry_delay_seconds=[10, 30, 90],
-    retry_condition_fn=only_io_errors,
-    cache_policy=NO_CACHE,
-)
+HUB_LOOKUP = {
+    "retries": 3,
+    "retry_delay_seconds": [10, 30, 90],
+    "retry_condition_fn": only_io_errors,
+    "cache_policy": NO_CACHE,
+}
+current_releases_task = task(current_releases, name="hub-releases", **HUB_LOOKUP)
+repo_facts_task = task(repo_facts, name="hub-repo-facts", **HUB_LOOKUP)

@@ -1,8 +1,11 @@
 """Shared fixtures: one data directory per test session, the bundled model, the Prefect test harness."""
 
+import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,3 +87,18 @@ def files_containing(secret: str, *folders: Path) -> list[str]:
         for path in folder.rglob("*")
         if path.is_file() and secret.encode() in path.read_bytes()
     ]
+
+
+@contextlib.contextmanager
+def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (e.g. "8M") at `mount_point`, for tests of a full disk; skips without root."""
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)

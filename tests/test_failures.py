@@ -1,7 +1,6 @@
 """Failures mid-run: a full disk during export or pull, and a model whose perplexity is not finite."""
 
 import contextlib
-import subprocess
 import threading
 import time
 
@@ -18,7 +17,7 @@ from tasks.export import export_baseline
 from tasks.fetch import fetch_source
 from tasks.publish import publish_variant
 from tasks.request import QuantizeRequest
-from tests.conftest import EVALUATION_TEXT
+from tests.conftest import EVALUATION_TEXT, tmpfs
 from tests.models import tiny_model
 from tests.test_registry import make_variant, record
 
@@ -28,15 +27,8 @@ pytestmark = pytest.mark.model
 @pytest.fixture
 def small_disk(tmp_path):
     """A 64 MiB tmpfs (the fp16 IR of the bundled model needs 265 MiB)."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64M", "tmpfs", str(mount_point)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
-    yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
+    with tmpfs(tmp_path / "small-disk", "64M") as mount_point:
+        yield mount_point
 
 
 def test_export_that_cannot_fit_is_refused_before_it_starts(bundled_model, small_disk, monkeypatch):

@@ -24,6 +24,7 @@ from quantforge.manifest import MANIFEST_FILE, read_manifest
 from registry.tracking import mlflow_client
 from registry.variants import record_publication
 from tasks.publish import publish_variant
+from tests.conftest import tmpfs
 from tests.servers import MlflowServer
 from tests.test_registry import make_variant, record
 
@@ -336,15 +337,8 @@ def test_a_connection_dropped_mid_download_leaves_the_installed_one(
 @pytest.fixture
 def small_disk(tmp_path):
     """An 8 MiB tmpfs."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(mount_point)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
-    yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
+    with tmpfs(tmp_path / "small-disk", "8M") as mount_point:
+        yield mount_point
 
 
 def test_a_version_that_cannot_fit_beside_the_installed_one_is_refused_and_keeps_it(

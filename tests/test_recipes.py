@@ -128,7 +128,7 @@ def test_a_set_checked_once_loads_again_without_importing_optimum(tmp_path):
 
 
 def alias_bomb(levels: int) -> bytes:
-    """The "billion laughs" document: each level an alias list of nine of the level below, 9**levels strings in all."""
+    """The "billion laughs" document: each level lists nine aliases of the one below, 9**levels strings."""
     lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     lines += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, levels)]
     return "\n".join([*lines, f"recipes: [*l{levels - 1}]", ""]).encode()
