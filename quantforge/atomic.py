@@ -25,6 +25,7 @@ from pathlib import Path
 from quantforge.errors import QuantforgeError
 from quantforge.locks import exclusive
 
+_OWNER = r"[A-Za-z0-9-]{1,40}-[0-9]+-[0-9a-f]{8}"  # host, pid, random: see _writing
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2  # linux/fs.h
 # Filesystems that cannot exchange two names (NFS, SMB, some FUSE) answer one of these.
@@ -134,7 +135,8 @@ def discard(path: Path) -> None:
 
 def remove_stale(final: Path) -> None:
     """Remove the temporary siblings of `final` whose writer is dead; finish a swap it left halfway."""
-    sibling = re.compile(rf"\.{re.escape(final.name)}\.([A-Za-z0-9-]+)\.(?:partial|old|lock)")
+    # Only names `_writing` makes: a `.NAME.backup.old` kept by hand beside `final` is not a leftover.
+    sibling = re.compile(rf"\.{re.escape(final.name)}\.({_OWNER})\.(?:partial|old|lock)")
     owners = {match[1] for path in final.parent.iterdir() if (match := sibling.fullmatch(path.name))}
     for owner in sorted(owners):
         writer = _Writer(final, owner)
@@ -146,7 +148,7 @@ def remove_stale(final: Path) -> None:
 @contextlib.contextmanager
 def _writing(final: Path) -> Iterator[_Writer]:
     """Hold a fresh writer identity for `final`; its siblings are removed on exit."""
-    writer = _Writer(final, f"{_host()}-{os.getpid()}-{secrets.token_hex(4)}")
+    writer = _Writer(final, f"{_host()}-{os.getpid()}-{secrets.token_hex(4)}")  # matches _OWNER
     with exclusive(writer.lock):  # before any sibling exists: a sibling always has a live or a free lock
         try:
             yield writer
@@ -176,8 +178,11 @@ def _swap(writer: _Writer, final: Path) -> None:
 
 def _exchange(first: Path, second: Path) -> bool:
     """Swap two names atomically (Linux renameat2 RENAME_EXCHANGE); False where the filesystem cannot."""
+    renameat2 = getattr(_libc(), "renameat2", None)  # glibc < 2.28 and older musl lack it
+    if renameat2 is None:
+        return False
     names = (os.fsencode(first), os.fsencode(second))
-    if _libc().renameat2(_AT_FDCWD, names[0], _AT_FDCWD, names[1], _RENAME_EXCHANGE) == 0:
+    if renameat2(_AT_FDCWD, names[0], _AT_FDCWD, names[1], _RENAME_EXCHANGE) == 0:
         return True
     code = ctypes.get_errno()
     if code in _CANNOT_EXCHANGE:

@@ -9,7 +9,10 @@ from urllib.parse import unquote, urlsplit
 
 MASK = "***"
 # Whose values are secrets wherever they turn up (read at each use: `quantforge demo` sets HF_TOKEN late).
-SECRET_VARIABLES = ("MLFLOW_TRACKING_PASSWORD", "HF_TOKEN")
+SECRET_VARIABLES = ("MLFLOW_TRACKING_PASSWORD", "HF_TOKEN", "PREFECT_API_AUTH_STRING")
+# Shorter values are not masked: `admin` or a 3-digit value would be starred out of every line (numbers
+# in metrics included), and a secret that short is no secret anyway.
+MIN_SECRET_CHARS = 6
 # `user:password@` after a URL's scheme, up to the last `@` before the path (a password may hold `@`).
 URL_USERINFO = re.compile(r"(?<=://)[^\s/]+@")
 
@@ -20,7 +23,10 @@ def secret_values() -> list[str]:
     password = urlsplit(os.environ.get("MLFLOW_TRACKING_URI", "")).password
     if password:
         values |= {password, unquote(password)}
-    return sorted((v for v in values if v), key=len, reverse=True)
+    auth_string = os.environ.get("PREFECT_API_AUTH_STRING", "")
+    if ":" in auth_string:  # `user:password`: the password alone is a secret too
+        values.add(auth_string.split(":", 1)[1])
+    return sorted((v for v in values if v and len(v) >= MIN_SECRET_CHARS), key=len, reverse=True)
 
 
 def redact(text: str) -> str:

@@ -12,8 +12,6 @@ from typing import Literal
 
 from huggingface_hub.errors import HfHubHTTPError
 from mlflow.entities.model_registry import ModelVersion
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from quantforge.atomic import atomic_dir, remove_stale, scratch_dir
 from quantforge.errors import QuantforgeError, TransientError
@@ -137,6 +135,3 @@ def _download_from_hub(version: ModelVersion, file: str | None, into: Path, file
     snapshot_download(repo, revision=commit, local_dir=into, allow_patterns=files, endpoint=hub_endpoint())
     shutil.rmtree(into / ".cache", ignore_errors=True)  # huggingface_hub's local-dir bookkeeping
     return into
-
-
-pull_task = task(pull, name="pull", cache_policy=NO_CACHE)

@@ -15,11 +15,11 @@ from registry.tracking import mlflow_client
 from registry.variants import TAG
 
 
-def registered_files(name: str, version: int, local: Path | None) -> Path:
+def registered_files(name: str, version: int, local: Path) -> Path:
     """`local` when it holds exactly the version's files (manifest.json as pinned by the registry),
     else the version's files pulled from its artifact source and verified against that pin."""
     pinned = mlflow_client().get_model_version(name, str(version)).tags[f"{TAG}manifest_sha256"]
-    if local is not None and is_pinned_copy(local, pinned):
+    if is_pinned_copy(local, pinned):
         return local
     return pull(f"{name}/{version}")
 

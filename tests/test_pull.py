@@ -304,8 +304,12 @@ def test_a_live_writer_in_another_container_is_left_alone_and_a_dead_one_is_swep
 
     os.killpg(writer.pid, signal.SIGKILL)
     writer.wait()
+    kept_by_hand = dest.parent / ".model.backup.old"  # looks like a sibling, was not made by a writer
+    kept_by_hand.mkdir()
+    (kept_by_hand / "notes.txt").write_text("mine")
     assert pull(f"{name}/1", dest) == (0, [str(dest)])
-    assert os.listdir(dest.parent) == ["model"] and tree(dest) == tree(folders[1])
+    assert sorted(os.listdir(dest.parent)) == [".model.backup.old", "model"]
+    assert tree(dest) == tree(folders[1]) and (kept_by_hand / "notes.txt").read_text() == "mine"
 
 
 def test_a_connection_dropped_mid_download_leaves_the_installed_one(

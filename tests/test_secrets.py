@@ -26,6 +26,7 @@ def test_every_log_record_is_redacted_whatever_its_logger(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:{CANARY}-uri@mlflow:5000")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", f"{CANARY}-password")
     monkeypatch.setenv("HF_TOKEN", f"hf_{CANARY}")
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", f"admin:{CANARY}-prefect")
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     parent = logging.getLogger("quantforge-test-parent")
@@ -36,6 +37,7 @@ def test_every_log_record_is_redacted_whatever_its_logger(monkeypatch):
         install_log_redaction()  # once is enough: a second call changes nothing
         child = logging.getLogger("quantforge-test-parent.task_runs")
         child.warning("token %s, password %s", f"hf_{CANARY}", f"{CANARY}-password")
+        child.warning("auth %s, 12 windows of 512 tokens by admin", f"{CANARY}-prefect")
         try:
             raise ConnectionError(f"API request to http://user:{CANARY}-uri@mlflow:5000/api failed")
         except ConnectionError:
@@ -46,6 +48,7 @@ def test_every_log_record_is_redacted_whatever_its_logger(monkeypatch):
     written = stream.getvalue()
     assert CANARY not in written and "hunter2" not in written
     assert "token ***, password ***" in written
+    assert "auth ***, 12 windows of 512 tokens by admin" in written  # short values are not secrets
     assert "https://***@mlflow:5000" in written
     assert "ConnectionError: API request to http://***@mlflow:5000/api failed" in written  # the traceback
 
