@@ -2,9 +2,10 @@
 
 An event is anyone's who can reach the Prefect API, so it names only the release (`repo`, a commit
 `sha`) and at most one of the recipe sets its watchlist entry allows (`recipes`); every other setting
-comes from the watchlist fixed on the deployment. An event that asks for more, or for a repo no entry
-covers, is refused before any download or MLflow run: the reason is logged and the run ends Failed,
-named `Refused`, so it is seen where failures are watched and is told apart from a failed quantization.
+comes from the watchlist fixed on the deployment. An event that asks for more, for a repo no entry
+covers, or for a commit that is not the repo's current head (what the watcher would announce) is
+refused before any download or MLflow run: the reason is logged and the run ends Failed, named
+`Refused`, so it is seen where failures are watched and is told apart from a failed quantization.
 """
 
 from pathlib import Path
@@ -14,7 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed, State
 
 from flows.quantize import quantize_flow
-from tasks.releases import release_request, repo_facts_task
+from tasks.releases import release_request, watched_release_task
 from tasks.report import RunReport
 from tasks.watchlist import RefusedRelease, load_watchlist
 
@@ -24,7 +25,7 @@ def release_flow(watchlist: Path, payload: dict[str, Any]) -> RunReport | State:
     """Quantize the release an event announces, with the settings of the watchlist entry that covers it."""
     entries = load_watchlist(watchlist)
     try:
-        request = release_request(entries, payload, repo_facts_task)
+        request = release_request(entries, payload, watched_release_task)
     except RefusedRelease as refusal:
         get_run_logger().error("refused release event: %s", refusal)
         return Failed(name="Refused", message=str(refusal))

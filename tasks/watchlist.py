@@ -7,13 +7,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quantforge.errors import QuantforgeError, truncated
-from quantforge.yaml_input import MAX_MESSAGE, read_yaml
+from quantforge.yaml_input import MAX_ECHO, MAX_MESSAGE, read_yaml
 from tasks.request import QuantizeRequest
 
 # What a watch entry may set of the request; `model` and `revision` come from the Hub.
 REQUEST_SETTINGS = set(QuantizeRequest.model_fields) - {"model", "revision"}
-# owner/name; no part starts with a dot and none holds "..", so an id never walks out of a cache folder
-REPO_ID = r"^\w[\w-]*(?:\.[\w-]+)*/\w[\w-]*(?:\.[\w-]+)*$"
+# owner/name, each part at most 96 characters (the Hub's limit); no part starts with a dot and none holds
+# "..", so an id never walks out of a cache folder
+REPO_ID = r"^(?=[^/]{1,96}/[^/]{1,96}\Z)\w[\w-]*(?:\.[\w-]+)*/\w[\w-]*(?:\.[\w-]+)*\Z"  # Python `re`
 
 
 class RefusedRelease(QuantforgeError):
@@ -23,10 +24,10 @@ class RefusedRelease(QuantforgeError):
 class WatchEntry(BaseModel):
     """One model id, or one author whose new repos are picked up (filtered)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")  # REPO_ID looks ahead
 
     model: str | None = Field(default=None, pattern=REPO_ID)
-    author: str | None = Field(default=None, pattern=r"^[\w.-]+$")
+    author: str | None = Field(default=None, pattern=r"^[\w.-]+\Z")
     name_pattern: str = "*"  # shell-style, on the repo name without the author
     max_parameters: float | None = Field(default=None, gt=0)  # from the Hub's safetensors metadata
     pipeline_tag: str | None = "text-generation"
@@ -48,10 +49,6 @@ class WatchEntry(BaseModel):
             return repo_id == self.model
         author, _, name = repo_id.partition("/")
         return author == self.author and fnmatch.fnmatch(name, self.name_pattern)
-
-    def filters_by_metadata(self) -> bool:
-        """True when deciding whether this entry covers a repo takes the repo's Hub metadata."""
-        return self.author is not None and (self.pipeline_tag is not None or self.max_parameters is not None)
 
     def accepts(self, repo_id: str, pipeline_tag: str | None, parameters: int | None) -> bool:
         """True when an author's repo passes this entry's filters."""
@@ -90,7 +87,7 @@ class Watchlist(BaseModel):
             allowed = {settings.get("recipes", QuantizeRequest.model_fields["recipes"].default)}
             if recipes not in allowed | set(entry.allowed_recipes):
                 raise RefusedRelease(
-                    f"`recipes`: {recipes!r} is not allowed for {repo_id} "
+                    f"`recipes`: {truncated(repr(recipes), MAX_ECHO)} is not allowed for {repo_id} "
                     f"(allowed: {', '.join(sorted(allowed | set(entry.allowed_recipes)))})"
                 )
             settings["recipes"] = recipes
