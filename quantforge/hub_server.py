@@ -445,6 +445,12 @@ ROUTES: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
         (("POST",), WEB + r"\.git/info/lfs/objects/verify", "lfs_verify"),
         (("PUT",), WEB + r"\.git/info/lfs/objects/(?P<oid>[0-9a-f]{64})", "lfs_put"),
         (("GET", "HEAD"), WEB + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+        # Where the real Hub sends a `resolve` by a relative redirect; here only an injected fault sends one.
+        (
+            ("GET", "HEAD"),
+            r"/api/resolve-cache/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)/(?P<rev>[^/]+)/(?P<path>.+)",
+            "resolve_cache",
+        ),
         (("POST", "DELETE"), r"/_quantforge/faults", "faults"),
         (("GET",), r"/_quantforge/requests", "requests"),
     ]
@@ -973,6 +979,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if entry["lfs"]:  # the Hub names an LFS file by its sha256, and gives its real size
             headers.update({"X-Linked-Etag": f'"{entry["sha256"]}"', "X-Linked-Size": str(entry["size"])})
         self._send_file(self.app.store.blob_path(entry["sha256"]), entry["size"], headers)
+
+    def _r_resolve_cache(self, kind: str, repo: str, rev: str, path: str) -> None:
+        self._r_resolve(repo, rev, path, None if kind == "models" else kind)
 
     def _send_file(self, blob: Path, size: int, headers: dict[str, str]) -> None:
         """The blob, or the part a `Range: bytes=N-[M]` header asks for (206), streamed."""

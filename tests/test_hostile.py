@@ -4,6 +4,7 @@ each is refused in one line naming the problem, nothing is written outside the c
 
 import json
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -120,6 +121,54 @@ def test_a_download_header_naming_a_path_is_refused_before_anything_is_written(h
     assert "\n" not in message and len(message) < 400
     assert not is_transient(refused.value)  # the fetch task's retry condition: not retried
     assert hub.requests(method, rf"/resolve/[^/]+/{name}$") == 1  # nor by huggingface_hub itself
+    assert sorted(p.name for p in sentinel.iterdir()) == ["keep.txt"]
+    assert written_outside_the_cache(tmp_path) == ["sentinel/keep.txt"]
+
+
+def redirect_to_resolve_cache(hub, repo: str, sha: str, name: str) -> str:
+    """Answer the HEAD of `name`'s `resolve` with a relative 307, as the real Hub does; the cache path."""
+    target = f"/api/resolve-cache/models/{repo}/{sha}/{name}"
+    hub.inject_fault("HEAD", rf"/resolve/[^/]+/{name}$", status=307, headers={"Location": target})
+    return target
+
+
+def test_a_relative_redirect_like_the_real_hubs_is_followed(hub, tmp_path):
+    sha = hub.seed_repo("acme/redirected", model_folder(tmp_path / "repo"))
+    target = redirect_to_resolve_cache(hub, "acme/redirected", sha, "config.json")
+    assert fetch_source("acme/redirected").sha == sha
+    assert hub.requests("HEAD", target) == 1
+
+
+# (header, status of the redirect's target, folder of the repo's cache the value is joined to)
+HOSTILE_AFTER_A_REDIRECT = {
+    "etag": ("ETag", None, "blobs"),
+    "commit": ("X-Repo-Commit", None, "snapshots"),
+    "commit-of-a-404": ("X-Repo-Commit", 404, ".no_exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_AFTER_A_REDIRECT))
+def test_a_hostile_header_behind_a_relative_redirect_is_refused(hub, tmp_path, sentinel, case):
+    """huggingface_hub follows a relative redirect of its HEAD and reads the headers of where it lands."""
+    header, status, folder = HOSTILE_AFTER_A_REDIRECT[case]
+    repo = f"mallory/redirect-{case}"
+    sha = hub.seed_repo(repo, model_folder(tmp_path / "repo"))
+    target = redirect_to_resolve_cache(hub, repo, sha, "config.json")
+    value = climbing_to(sentinel / "pwned", repo, folder)
+    headers = {header: f'"{value}"' if header == "ETag" else value}
+    if status == 404:
+        headers["X-Error-Code"] = "EntryNotFound"
+    hub.inject_fault("HEAD", re.escape(target), status=status, headers=headers)
+    with pytest.raises(QuantforgeError) as refused:
+        fetch_source(repo)
+    message = str(refused.value)
+    assert (
+        message.startswith(f"`model`: {repo!r}: the Hub answered HEAD ") and "/api/resolve-cache/" in message
+    )
+    assert f"`{header}`" in message and value[:20] in message
+    assert "\n" not in message and len(message) < 500
+    assert not is_transient(refused.value)
+    assert hub.requests("HEAD", re.escape(target)) == 1
     assert sorted(p.name for p in sentinel.iterdir()) == ["keep.txt"]
     assert written_outside_the_cache(tmp_path) == ["sentinel/keep.txt"]
 

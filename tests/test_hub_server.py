@@ -454,3 +454,12 @@ def test_a_probe_of_an_unknown_endpoint_keeps_the_connection_usable(hub, api):
             time.sleep(0.1)
     finally:
         connection.close()
+
+
+def test_resolve_cache_answers_like_resolve(hub, tmp_path):
+    """Where the real Hub redirects a `resolve` (a relative 307): same headers, same bytes."""
+    sha = hub.seed_repo(REPO, model_folder(tmp_path / "v1"))
+    resolve = httpx.get(f"{hub.url}/{REPO}/resolve/{sha}/config.json")
+    cached = httpx.get(f"{hub.url}/api/resolve-cache/models/{REPO}/{sha}/config.json")
+    assert cached.status_code == 200 and cached.content == resolve.content
+    assert cached.headers["ETag"] == resolve.headers["ETag"] and cached.headers["X-Repo-Commit"] == sha
