@@ -1,10 +1,12 @@
 """Chat templates are code a serving host runs: each is checked before a model is accepted.
 
-Two checks, for two kinds of reach. Reading the template's tokens finds a reach for Python internals
-(`x.__class__`, `x['__globals__']`, `x|attr('_y')`) in any branch, reached or not. Rendering it in
-transformers' sandbox with several conversation shapes finds what reading cannot (names built at run
-time) on the branches those shapes reach, and a template that never finishes. The rendering runs in a
-child process that is killed at a deadline: a limit the template's own code cannot swallow.
+Two checks, for two kinds of reach. Reading the template's syntax tree, as transformers parses it, finds
+a reach for Python internals (`x.__class__`, `x['\\x5f_globals__']`, `x|attr('_y')`,
+`map(attribute='__class__')`, a `'__class__'` kept in a variable) in any branch, reached or not.
+Rendering it in transformers' sandbox with seven conversation shapes finds what reading cannot (names
+built at run time) on the branches those shapes reach, and a template that never finishes. The
+rendering runs in a child process that is killed at a deadline: a limit the template's own code cannot
+swallow.
 
 `python -m tasks.chat_templates` is that child: it reads `{name: template}` as JSON on stdin once it
 has said `ready`, and writes one JSON line per template it starts and per template it refuses.
@@ -24,6 +26,7 @@ RENDER_SECONDS = 5.0
 STARTUP_SECONDS = 120.0  # importing transformers' template code on a loaded host
 # Rendering builds strings; a template that asks for gigabytes is refused, not allowed to swap the host.
 CHILD_DATA_BYTES = 2 * 2**30
+RENDERER = ("-m", "tasks.chat_templates")  # the child's arguments to the interpreter
 
 USER = {"role": "user", "content": "What is the capital of France?"}
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
@@ -54,8 +57,6 @@ SHAPES: dict[str, tuple[list[dict], dict[str, Any]]] = {
         [USER, {"role": "assistant", "content": "The capital is"}],
         {"continue_final_message": True},
     ),
-}
-TOOL_SHAPES: dict[str, tuple[list[dict], dict[str, Any]]] = {  # for templates that mention tools
     "tools": ([SYSTEM, USER], {"tools": [TOOL], "add_generation_prompt": True}),
     "tool call and result": (
         [
@@ -69,18 +70,21 @@ TOOL_SHAPES: dict[str, tuple[list[dict], dict[str, Any]]] = {  # for templates t
 
 
 def check_chat_templates(templates: dict[str, str], repo: str) -> None:
-    """Refuse, in one line, a template that reaches for Python internals, asks for gigabytes, or does
-    not finish rendering every shape within `RENDER_SECONDS`."""
+    """Refuse, in one line, a template that reaches for Python internals, asks for gigabytes, does not
+    finish rendering every shape within `RENDER_SECONDS`, or makes the renderer fail."""
     if not templates:
         return
-    command = [sys.executable, "-m", "tasks.chat_templates"]
     with subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, *RENDERER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as child:
         try:
             ready, _, _ = select.select([child.stdout], [], [], STARTUP_SECONDS)
             if not ready or child.stdout.readline() != "ready\n":
-                child.kill()
+                child.kill()  # before any template was sent: the host's problem, not the repo's
                 raise RuntimeError(
                     f"the chat template renderer did not start: {child.communicate()[1][-500:]}"
                 )
@@ -88,48 +92,113 @@ def check_chat_templates(templates: dict[str, str], repo: str) -> None:
                 output, errors = child.communicate(json.dumps(templates), timeout=RENDER_SECONDS)
             except subprocess.TimeoutExpired:
                 child.kill()
-                started = [line["template"] for line in _lines(child.communicate()[0]) if "template" in line]
                 raise QuantforgeError(
-                    f"`model`: chat template {started[-1] if started else '?'!r} of {repo!r} did not finish "
-                    f"rendering within {RENDER_SECONDS:g} s (refused)"
+                    f"`model`: chat template {_last_started(child.communicate()[0])!r} of {repo!r} did not "
+                    f"finish rendering within {RENDER_SECONDS:g} s (refused)"
                 ) from None
         finally:
             child.kill()  # whatever happened above, no renderer outlives the check
     lines = _lines(output)
-    if child.returncode != 0 or not lines or lines[-1] != {"done": True}:
-        raise RuntimeError(f"the chat template renderer failed ({child.returncode}): {errors[-500:]}")
     for line in lines:
         if "refused" in line:
             raise QuantforgeError(
                 f"`model`: chat template {line['template']!r} of {repo!r} {line['refused']}; refused"
             )
+    if child.returncode != 0 or not lines or lines[-1] != {"done": True}:
+        # After `ready` only the templates run: one of them broke the renderer (a hostile repo can).
+        last = [line for line in errors.splitlines() if line.strip()][-1:] or ["no message"]
+        reason = " ".join(last[0].split())[:120]
+        raise QuantforgeError(
+            f"`model`: chat template {_last_started(output)!r} of {repo!r} made the renderer fail "
+            f"(exit {child.returncode}: {reason}); refused"
+        )
 
 
 def _lines(output: str) -> list[dict]:
-    return [json.loads(line) for line in output.splitlines()]
+    """The child's JSON lines; a line cut short by a kill is not one."""
+    lines = []
+    for text in output.splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(line, dict):
+            lines.append(line)
+    return lines
+
+
+def _last_started(output: str) -> str:
+    started = [line["template"] for line in _lines(output) if "template" in line]
+    return started[-1] if started else "?"
 
 
 def unsafe_reach(template: str) -> str | None:
-    """The first `.name`, `['name']` or `attr('name')` with a leading underscore in the template's
-    tokens, reached or not: the sandbox forbids exactly these, but only on a branch that runs."""
+    """The first reach for a name with a leading underscore in the template's syntax tree, reached or not
+    (the sandbox forbids these, but only on a branch that runs), in source order:
+    - an attribute `.name` (also `{% set ns._x = ... %}`);
+    - an item `['_name']`: the parser has decoded escapes, so `['\\x5f_class__']` is `['__class__']`;
+    - anywhere else, a string constant that names a private attribute path: a dotted name with a part
+      that starts with `_` and is not only underscores. This finds `attr('__class__')`,
+      `map(attribute='x.__class__')`, `selectattr('__class__')`, `sort`/`groupby`/`sum`/`unique`/`min`/
+      `max(attribute=...)`, `*['__class__']` and `{% set n = '__class__' %}{{ x[n] }}` alike, without a
+      list of which filter takes a name in which argument. Strings a real template writes (`'_'`,
+      `'__'`, `' _ '`, `'<tool_call>'`, prose) are no such name. Template text outside `{{ }}` and
+      `{% %}` is output, not a constant: never read as a name.
+    Names built at run time (`'_' ~ '_class__'`) are left to rendering."""
+    from jinja2 import nodes
     from jinja2.exceptions import TemplateSyntaxError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from transformers.utils.chat_template_utils import _compile_jinja_template
 
+    # transformers' own environment (its `generation` tag, `break`/`continue`): a template this cannot
+    # parse, transformers cannot either, so nothing renders it.
+    environment = _compile_jinja_template("").environment
     try:
-        tokens = [(kind, value) for _, kind, value in ImmutableSandboxedEnvironment().lex(template)]
+        tree = environment.parse(template)
     except TemplateSyntaxError:
-        return None  # nothing renders it either: it cannot run
-    tokens = [token for token in tokens if token[0] != "whitespace"]
-    padded = [*tokens, ("", ""), ("", "")]
-    for at in range(len(tokens)):
-        (kind1, value1), (kind2, value2), (kind3, value3) = padded[at : at + 3]
-        if (kind1, value1, kind2) == ("operator", ".", "name") and value2.startswith("_"):
-            return f".{value2}"
-        if (kind1, value1, kind2) == ("operator", "[", "string") and value2[1:].startswith("_"):
-            return f"[{value2}]"
-        if (kind1, value1, value2, kind3) == ("name", "attr", "(", "string") and value3[1:].startswith("_"):
-            return f"attr({value3})"
+        return None
+    # Iterative, in source order: an expression's receiver (`x` of `x.a`, `x|f`, `x[i]`) before itself.
+    stack: list[nodes.Node | str] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            return node
+        receiver = (
+            node.node if isinstance(node, (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Test)) else None
+        )
+        stack.extend(reversed([child for child in node.iter_child_nodes() if child is not receiver]))
+        if reach := _own_reach(node):
+            stack.append(reach)
+        if receiver is not None:
+            stack.append(receiver)
     return None
+
+
+def _own_reach(node: Any) -> str | None:
+    from jinja2 import nodes
+
+    if isinstance(node, (nodes.Getattr, nodes.NSRef)) and node.attr.startswith("_"):
+        return f".{node.attr}"
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        if isinstance(node.arg.value, str) and node.arg.value.startswith("_"):
+            return f"[{node.arg.value!r}]"
+    if isinstance(node, (nodes.Filter, nodes.Test)):
+        named = [(None, arg) for arg in node.args] + [(kw.key, kw.value) for kw in node.kwargs]
+        for key, value in named:
+            if isinstance(value, nodes.Const) and _private_name(value.value):
+                return f"{node.name}({f'{key}=' if key else ''}{value.value!r})"
+    if isinstance(node, nodes.Const) and _private_name(node.value):
+        return repr(node.value)
+    return None
+
+
+def _private_name(value: object) -> bool:
+    """Whether a string is an attribute path (`a.b.0`, as `attribute=` reads it) with a private part."""
+    if not isinstance(value, str):
+        return False
+    parts = value.split(".")
+    return all(part.isidentifier() or part.isdigit() for part in parts) and any(
+        part.startswith("_") and part.strip("_") for part in parts
+    )
 
 
 def _verdict(template: str) -> str | None:
@@ -137,10 +206,15 @@ def _verdict(template: str) -> str | None:
     from jinja2.exceptions import SecurityError
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    if reach := unsafe_reach(template):
+    try:
+        reach = unsafe_reach(template)
+    except MemoryError:  # a huge template, read under the child's memory cap
+        return f"needs more than {CHILD_DATA_BYTES // 2**30} GiB to read"
+    except RecursionError:  # a serving host with a deeper stack might parse and run it: refused
+        return "is nested too deeply to read"
+    if reach:
         return f"tries unsafe operations (`{reach[:80]}`)"
-    shapes = SHAPES | (TOOL_SHAPES if "tools" in template else {})
-    for name, (messages, options) in shapes.items():
+    for name, (messages, options) in SHAPES.items():
         try:
             render_jinja_template(conversations=[messages], chat_template=template, **options)
         except SecurityError as error:
