@@ -103,12 +103,19 @@ def spawn(command: list[str], log: Path, env: dict) -> subprocess.Popen:
 def kill_when(process: subprocess.Popen, started, what: str, log: Path) -> None:
     """kill -9 the process group as soon as `started()` is true."""
     deadline = time.monotonic() + 300
-    while not started():
+    while not _observed(started):
         assert process.poll() is None, f"the run ended before {what}: {log.read_text()[-2000:]}"
         assert time.monotonic() < deadline, f"{what} never started"
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def _observed(started) -> bool:
+    try:
+        return started()
+    except FileNotFoundError:  # a writer renamed a folder while the watcher walked it: look again
+        return False
 
 
 def assert_one_good_version(home: Path, output: Path) -> None:
