@@ -107,7 +107,7 @@ def test_process_exit_code_and_nothing_left_behind(bundled_model, tmp_path):
     ("content", "message"),
     [
         (b"recipes:\n  - name: int8\n    bits: 8\n  bits: 4\n", "is not valid YAML: expected <block end>"),
-        (alias_bomb(7), "is not valid YAML: aliases (*l0) are not accepted in recipe files (line 2)"),
+        (alias_bomb(7), "is not valid YAML: aliases (*l0) are not accepted (line 2)"),
     ],
 )
 def test_malformed_or_alias_bomb_recipe_file_is_one_line_exit_2(content, message, tmp_path):
