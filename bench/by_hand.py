@@ -23,8 +23,8 @@ def same_calibration_text(model_dir: Path, calibration: Path, evaluation: Path) 
     optimum-intel tokenizes each string whole, so both ways calibrate on the same tokens."""
     from transformers import AutoTokenizer
 
-    from tasks.datasets import calibration_samples
-    from tasks.request import QuantizeRequest
+    from quantforge.tasks.datasets import calibration_samples
+    from quantforge.tasks.request import QuantizeRequest
 
     defaults = QuantizeRequest.model_fields
     samples = calibration_samples(
@@ -53,7 +53,7 @@ def main(
 ) -> None:
     from optimum.intel import OVModelForCausalLM
 
-    from tasks.recipes import load_recipe_set, to_optimum_config
+    from quantforge.tasks.recipes import load_recipe_set, to_optimum_config
 
     started = time.perf_counter()
     config = None

@@ -93,7 +93,7 @@ def write_benchmarks_doc(results: dict, json_path: Path) -> None:
     ]
     scaling = [
         f"| {r['scale']} | {r['parameters'] / 1e6:.0f} M | {r['seconds']:.0f} | "
-        f"{r['peak_rss_mb'] / 1024:.2f} |"
+        f"{r['peak_pss_mb'] / 1024:.2f} |"
         for r in results["scaling"]
     ]
     text = "\n".join(
@@ -149,7 +149,7 @@ def _median(values: list[float]) -> float:
 def _extrapolation(rows: list[dict]) -> str:
     if len(rows) < 2:
         return ""
-    (x0, y0), (x1, y1) = [(r["parameters"], r["peak_rss_mb"] / 1024) for r in (rows[0], rows[-1])]
+    (x0, y0), (x1, y1) = [(r["parameters"], r["peak_pss_mb"] / 1024) for r in (rows[0], rows[-1])]
     per_billion = (y1 - y0) / ((x1 - x0) / 1e9)
     at_8b = y1 + per_billion * (8e9 - x1) / 1e9
     seconds_per_billion = (rows[-1]["seconds"] - rows[0]["seconds"]) / ((x1 - x0) / 1e9)
@@ -170,7 +170,7 @@ def _plot(rows: list[dict]) -> None:
 
     figure, (memory, seconds) = plt.subplots(1, 2, figsize=(10, 4))
     parameters = [r["parameters"] / 1e9 for r in rows]
-    memory.plot(parameters, [r["peak_rss_mb"] / 1024 for r in rows], marker="o")
+    memory.plot(parameters, [r["peak_pss_mb"] / 1024 for r in rows], marker="o")
     memory.set(xlabel="parameters (B)", ylabel="peak memory, PSS (GiB)", title="memory")
     seconds.plot(parameters, [r["seconds"] for r in rows], marker="o")
     seconds.set(xlabel="parameters (B)", ylabel="wall time (s)", title="export + INT4")

@@ -56,7 +56,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 def measured(command: list[str], env: dict[str, str] | None = None) -> dict:
     """Run `command`; its wall time, the peak memory of its process tree, and its stdout."""
-    from tasks.resources import PeakSampler
+    from quantforge.tasks.resources import PeakSampler
 
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
@@ -67,7 +67,7 @@ def measured(command: list[str], env: dict[str, str] | None = None) -> dict:
     seconds = time.perf_counter() - started
     if process.returncode not in (0, 1):  # quantforge exits 1 when no variant passes
         raise RuntimeError(f"{command[:3]} failed ({process.returncode}): {stderr[-3000:]}")
-    return {"seconds": seconds, "peak_rss_mb": sampler.peak / 2**20, "stdout": stdout}
+    return {"seconds": seconds, "peak_pss_mb": sampler.peak / 2**20, "stdout": stdout}
 
 
 def fresh_env(home: Path) -> dict[str, str]:
@@ -104,13 +104,13 @@ def by_hand_sweep(model_dir: Path, windows: Path, work: Path, recipes: list[str]
         run = measured(args, {"PYTHONPATH": str(REPO)})
         steps.append(json.loads(run["stdout"].strip().splitlines()[-1]))
         seconds += run["seconds"]
-        peak = max(peak, run["peak_rss_mb"])
-    return {"seconds": seconds, "peak_rss_mb": peak, "steps": steps}
+        peak = max(peak, run["peak_pss_mb"])
+    return {"seconds": seconds, "peak_pss_mb": peak, "steps": steps}
 
 
 def sweep_comparison(model_dir: Path, windows: Path, repeats: int) -> dict:
     """1. The default set through quantforge (fresh caches) vs by hand, alternating."""
-    from tasks.recipes import load_recipe_set
+    from quantforge.tasks.recipes import load_recipe_set
 
     recipes = [r.name for r in load_recipe_set("default").recipes]
     ours, theirs, reports = [], [], []
@@ -153,10 +153,10 @@ def int4_memory(model_dir: Path, fp32_bytes: int) -> dict:
         )
     return {
         "fp32_mb": fp32_bytes / 2**20,
-        "quantforge_peak_mb": ours["peak_rss_mb"],
-        "optimum_cli_peak_mb": cli["peak_rss_mb"],
-        "quantforge_multiple": ours["peak_rss_mb"] * 2**20 / fp32_bytes,
-        "optimum_cli_multiple": cli["peak_rss_mb"] * 2**20 / fp32_bytes,
+        "quantforge_peak_mb": ours["peak_pss_mb"],
+        "optimum_cli_peak_mb": cli["peak_pss_mb"],
+        "quantforge_multiple": ours["peak_pss_mb"] * 2**20 / fp32_bytes,
+        "optimum_cli_multiple": cli["peak_pss_mb"] * 2**20 / fp32_bytes,
     }
 
 
@@ -189,10 +189,10 @@ def evaluation_throughput(model_dir: Path, repeats: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tasks.datasets import evaluation_windows
-    from tasks.evaluate import perplexity
-    from tasks.export import export_baseline
-    from tasks.fetch import fetch_source
+    from quantforge.tasks.datasets import evaluation_windows
+    from quantforge.tasks.evaluate import perplexity
+    from quantforge.tasks.export import export_baseline
+    from quantforge.tasks.fetch import fetch_source
 
     source = fetch_source(str(model_dir))
     windows = evaluation_windows(str(EVALUATION), source.local_dir, 512, 16)
@@ -228,7 +228,7 @@ def pytorch_decode(model_dir: Path, new_tokens: int = 64, repeats: int = 2) -> d
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.evaluate import SPEED_PROMPT
+    from quantforge.tasks.evaluate import SPEED_PROMPT
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     ids = tokenizer(SPEED_PROMPT, return_tensors="pt")
@@ -263,7 +263,7 @@ def pull_vs_copy(repeats: int) -> dict:
     """
     import hashlib
 
-    from registry.pull import pull
+    from quantforge.registry.pull import pull
 
     spec = "smollm2-135m-instruct--int8-asym@candidate"
     with tempfile.TemporaryDirectory() as home:
@@ -348,7 +348,7 @@ def scaling(scales: list[str], work: Path, tokenizer_from: Path) -> list[dict]:
             vocab_size=49152,
             max_position_embeddings=2048,
         )
-        from tasks.fetch import parameter_count
+        from quantforge.tasks.fetch import parameter_count
 
         parameters = parameter_count(folder)
         with tempfile.TemporaryDirectory() as home:
@@ -369,7 +369,7 @@ def scaling(scales: list[str], work: Path, tokenizer_from: Path) -> list[dict]:
                 "scale": scale,
                 "parameters": parameters,
                 "seconds": run["seconds"],
-                "peak_rss_mb": run["peak_rss_mb"],
+                "peak_pss_mb": run["peak_pss_mb"],
             }
         )
         shutil.rmtree(folder)
@@ -396,9 +396,9 @@ def main(
         ),
     ] = ",".join(MEASURES),
 ) -> None:
-    from tasks.bundled_model import bundled_model_dir
-    from tasks.datasets import evaluation_windows
-    from tasks.fetch import parameter_count
+    from quantforge.tasks.bundled_model import bundled_model_dir
+    from quantforge.tasks.datasets import evaluation_windows
+    from quantforge.tasks.fetch import parameter_count
     from tests.servers import PrefectServer
 
     chosen = [m for m in only.split(",") if m]

@@ -46,9 +46,9 @@ class EveryFiftyMs:
 
 def one_compression(ir_dir: Path, recipe_name: str, sampler: str) -> None:
     """Compress once under `sampler` in this process; print wall, user and system seconds."""
-    from tasks.quantize import _compress
-    from tasks.recipes import load_recipe_set
-    from tasks.resources import PeakSampler
+    from quantforge.tasks.quantize import _compress
+    from quantforge.tasks.recipes import load_recipe_set
+    from quantforge.tasks.resources import PeakSampler
 
     recipe = next(r for r in load_recipe_set("default").recipes if r.name == recipe_name)
     me = psutil.Process()

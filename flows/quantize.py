@@ -10,13 +10,13 @@ import time
 
 from prefect import flow
 
-from quantforge.errors import QuantforgeError
-from quantforge.locks import identity_lock
-from quantforge.manifest import read_manifest
-from quantforge.redact import install_log_redaction
-from registry.aliases import CHAMPION_ALIAS, promote_task
-from registry.registered import registered_files_task
-from registry.variants import (
+from quantforge.core.errors import QuantforgeError
+from quantforge.core.locks import identity_lock
+from quantforge.core.manifest import read_manifest
+from quantforge.core.redact import install_log_redaction
+from quantforge.registry.aliases import CHAMPION_ALIAS, promote_task
+from quantforge.registry.registered import registered_files_task
+from quantforge.registry.variants import (
     Lineage,
     RecordedVariant,
     finish_flow_run,
@@ -27,27 +27,27 @@ from registry.variants import (
     record_variant_task,
     start_flow_run_task,
 )
-from tasks.datasets import TokenSet, calibration_samples_task, evaluation_windows_task
-from tasks.evaluate import Metrics, measure_model_task
-from tasks.export import BaselineIR, export_baseline_task
-from tasks.fetch import SourceModel, fetch_source_task
-from tasks.gate import Verdict, effective_limits, judge
-from tasks.model_card import model_card
-from tasks.output import check_writable, publish_output_task
-from tasks.publish import hub_repo_id, publish_variant_task
-from tasks.pytorch_backends import (
+from quantforge.tasks.datasets import TokenSet, calibration_samples_task, evaluation_windows_task
+from quantforge.tasks.evaluate import Metrics, measure_model_task
+from quantforge.tasks.export import BaselineIR, export_baseline_task
+from quantforge.tasks.fetch import SourceModel, fetch_source_task
+from quantforge.tasks.gate import Verdict, effective_limits, judge
+from quantforge.tasks.model_card import model_card
+from quantforge.tasks.output import check_writable, publish_output_task
+from quantforge.tasks.publish import hub_repo_id, publish_variant_task
+from quantforge.tasks.pytorch_backends import (
     check_baseline_agreement,
     ipex_baseline_task,
     make_ipex_variant_task,
     make_torchao_variant_task,
     measure_pytorch_task,
 )
-from tasks.quantize import is_complete, quantize_variant_task, variant_dir, variant_identity
-from tasks.recipes import Recipe
-from tasks.report import RunReport, VariantResult, best_passing, pareto_front
-from tasks.request import QuantizeRequest
-from tasks.resources import reserved_memory
-from tasks.toolchain import toolchain
+from quantforge.tasks.quantize import is_complete, quantize_variant_task, variant_dir, variant_identity
+from quantforge.tasks.recipes import Recipe
+from quantforge.tasks.report import RunReport, VariantResult, best_passing, pareto_front
+from quantforge.tasks.request import QuantizeRequest
+from quantforge.tasks.resources import reserved_memory
+from quantforge.tasks.toolchain import toolchain
 
 
 @flow(name="quantize", flow_run_name="quantize {request.model}", validate_parameters=True)
@@ -252,7 +252,7 @@ def _reused_result(
         path=path,
         reused=True,
         quantize_seconds=record.quantize_seconds,
-        quantize_peak_rss_mb=record.quantize_peak_rss_mb,
+        quantize_peak_pss_mb=record.quantize_peak_pss_mb,
         metrics=record.metrics,
         ppl_increase_pct=record.ppl_increase_pct,
         verdict=record.verdict,
@@ -305,7 +305,7 @@ def _make_variant(
         path=path,
         reused=cached,
         quantize_seconds=usage.seconds if usage else None,
-        quantize_peak_rss_mb=usage.peak_rss_mb if usage else None,
+        quantize_peak_pss_mb=usage.peak_pss_mb if usage else None,
         metrics=metrics,
         ppl_increase_pct=increase,
         verdict=verdict,

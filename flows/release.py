@@ -14,10 +14,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.states import Failed, State
 
-from flows.quantize import quantize_flow
-from tasks.releases import release_request, watched_release_task
-from tasks.report import RunReport
-from tasks.watchlist import RefusedRelease, load_watchlist
+from quantforge.flows.quantize import quantize_flow
+from quantforge.tasks.releases import release_request, watched_release_task
+from quantforge.tasks.report import RunReport
+from quantforge.tasks.watchlist import RefusedRelease, load_watchlist
 
 
 @flow(name="release", validate_parameters=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
-from registry.releases import is_known_task, mark_announced_task
-from tasks.releases import Release, current_releases_task
-from tasks.watchlist import load_watchlist
+from quantforge.registry.releases import is_known_task, mark_announced_task
+from quantforge.tasks.releases import Release, current_releases_task
+from quantforge.tasks.watchlist import load_watchlist
 
 RELEASE_EVENT = "quantforge.model.released"
 

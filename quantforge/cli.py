@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from quantforge.errors import QuantforgeError
-from quantforge.redact import install_log_redaction, redact
+from quantforge.core.errors import QuantforgeError
+from quantforge.core.redact import install_log_redaction, redact
 
 # transformers imports torchao whenever it loads a model; on CPU-only torch torchao warns that its CUDA
 # kernels cannot load, and torch that torchao's enums are registered twice: noise on every run.
@@ -43,7 +43,7 @@ def fail(message: str) -> None:
 
 def registry_error(error: Exception) -> str:
     """One line for an MLflow failure, naming the server without credentials."""
-    from registry.tracking import tracking_uri
+    from quantforge.registry.tracking import tracking_uri
 
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return f"MLflow at {tracking_uri()} failed: {detail[:300]}"
@@ -114,7 +114,7 @@ def run(
     ] = False,
 ) -> None:
     """Quantize MODEL with every recipe of a set, measure each against the original, and gate them."""
-    from tasks.request import QuantizeRequest
+    from quantforge.tasks.request import QuantizeRequest
 
     try:
         request = QuantizeRequest(
@@ -160,7 +160,7 @@ def _run_flow(request):
     """Run the quantize flow; every failure a user can act on becomes one line and exit 2."""
     from mlflow.exceptions import MlflowException
 
-    from flows.quantize import quantize_flow
+    from quantforge.flows.quantize import quantize_flow
 
     try:
         return quantize_flow(request)
@@ -171,7 +171,7 @@ def _run_flow(request):
 
 
 def _print_report(report) -> None:
-    from tasks.report import table_rows
+    from quantforge.tasks.report import table_rows
 
     rows = table_rows(report)
     table = Table(title=f"{report.source_repo}@{report.source_sha[:12]}")
@@ -201,12 +201,12 @@ def demo(
     os.environ["HF_HUB_DISABLE_XET"] = "1"
     import secrets
 
+    from quantforge.core.paths import data_dir
     from quantforge.hub_server import HubServer
-    from quantforge.paths import data_dir
-    from registry.aliases import CHAMPION_ALIAS
-    from registry.pull import pull as pull_variant
-    from tasks.bundled_model import bundled_model_dir
-    from tasks.request import QuantizeRequest
+    from quantforge.registry.aliases import CHAMPION_ALIAS
+    from quantforge.registry.pull import pull as pull_variant
+    from quantforge.tasks.bundled_model import bundled_model_dir
+    from quantforge.tasks.request import QuantizeRequest
 
     token = f"hf_demo{secrets.token_hex(8)}"  # this run's only write token for the local Hub
     with HubServer(data_dir() / "demo-hub", tokens={token: "quantforge-demo"}) as hub:
@@ -244,7 +244,7 @@ def list_recipes(
     name: Annotated[str | None, typer.Argument(help="Show this set's recipes (name or YAML path).")] = None,
 ) -> None:
     """List the shipped recipe sets, or the recipes of one set."""
-    from tasks.recipes import available_sets, load_recipe_set
+    from quantforge.tasks.recipes import available_sets, load_recipe_set
 
     if name is None:
         for set_name in available_sets():
@@ -274,7 +274,7 @@ def pull(
     """Install a registered variant, every file checked against its manifest; print its path."""
     from mlflow.exceptions import MlflowException
 
-    from registry.pull import pull as pull_variant
+    from quantforge.registry.pull import pull as pull_variant
 
     if source not in ("mlflow", "hub"):
         fail(f"`--from`: must be mlflow or hub (got {source!r})")
@@ -296,7 +296,7 @@ def promote(
     """Point ALIAS at VERSION of NAME (refused for archived or failed versions)."""
     from mlflow.exceptions import MlflowException
 
-    from registry.aliases import promote as promote_version
+    from quantforge.registry.aliases import promote as promote_version
 
     try:
         promote_version(name, version, alias)
@@ -315,7 +315,7 @@ def archive(
     """Archive VERSION of NAME: its aliases are removed and it can no longer be pulled or promoted."""
     from mlflow.exceptions import MlflowException
 
-    from registry.aliases import archive as archive_version
+    from quantforge.registry.aliases import archive as archive_version
 
     try:
         archive_version(name, version)
@@ -329,7 +329,7 @@ def archive(
 @app.command("bundled-model")
 def bundled_model() -> None:
     """Build (once) and print the path of the bundled SmolLM2-135M-Instruct model directory."""
-    from tasks.bundled_model import bundled_model_dir
+    from quantforge.tasks.bundled_model import bundled_model_dir
 
     console.print(str(bundled_model_dir()), soft_wrap=True)
 

@@ -5,9 +5,9 @@ from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from quantforge.errors import QuantforgeError
-from registry.tracking import mlflow_client
-from registry.variants import ARCHIVED_TAG, TAG
+from quantforge.core.errors import QuantforgeError
+from quantforge.registry.tracking import mlflow_client
+from quantforge.registry.variants import ARCHIVED_TAG, TAG
 
 CHAMPION_ALIAS = "champion"
 

@@ -13,16 +13,23 @@ from typing import Literal
 from huggingface_hub.errors import HfHubHTTPError
 from mlflow.entities.model_registry import ModelVersion
 
-from quantforge.atomic import atomic_dir, remove_stale, scratch_dir
-from quantforge.errors import QuantforgeError, TransientError
-from quantforge.hub import hub_endpoint
-from quantforge.locks import exclusive
-from quantforge.manifest import MANIFEST_FILE, Manifest, is_pinned_copy, read_manifest, sha256_file, verify
-from quantforge.paths import data_dir
-from quantforge.retries import IO_ERRORS, is_transient
-from registry.aliases import resolve_version
-from registry.tracking import tracking_uri
-from registry.variants import TAG
+from quantforge.core.atomic import atomic_dir, remove_stale, scratch_dir
+from quantforge.core.errors import QuantforgeError, TransientError
+from quantforge.core.hub import hub_endpoint
+from quantforge.core.locks import exclusive
+from quantforge.core.manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    is_pinned_copy,
+    read_manifest,
+    sha256_file,
+    verify,
+)
+from quantforge.core.paths import data_dir
+from quantforge.core.retries import IO_ERRORS, is_transient
+from quantforge.registry.aliases import resolve_version
+from quantforge.registry.tracking import tracking_uri
+from quantforge.registry.variants import TAG
 
 PullSource = Literal["mlflow", "hub"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from quantforge.manifest import is_pinned_copy
-from registry.pull import pull
-from registry.tracking import mlflow_client
-from registry.variants import TAG
+from quantforge.core.manifest import is_pinned_copy
+from quantforge.registry.pull import pull
+from quantforge.registry.tracking import mlflow_client
+from quantforge.registry.variants import TAG
 
 
 def registered_files(name: str, version: int, local: Path) -> Path:

@@ -7,8 +7,8 @@ source tags) or the watcher announced it (a run in the `quantforge-releases` exp
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from registry.tracking import EXPERIMENT, experiment_id, mlflow_client
-from registry.variants import TAG
+from quantforge.registry.tracking import EXPERIMENT, experiment_id, mlflow_client
+from quantforge.registry.variants import TAG
 
 RELEASES_EXPERIMENT = "quantforge-releases"
 

@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from quantforge.paths import data_dir
+from quantforge.core.paths import data_dir
 
 EXPERIMENT = "quantforge"
 # MLflow's own default retries an unreachable server 7 times with factor-2 backoff (over 4 minutes);

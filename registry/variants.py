@@ -22,11 +22,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from quantforge.manifest import MANIFEST_FILE, Manifest, sha256_file
-from registry.tracking import experiment_id, mlflow_client
-from tasks.evaluate import Metrics
-from tasks.gate import Verdict
-from tasks.resources import StepUsage
+from quantforge.core.manifest import MANIFEST_FILE, Manifest, sha256_file
+from quantforge.registry.tracking import experiment_id, mlflow_client
+from quantforge.tasks.evaluate import Metrics
+from quantforge.tasks.gate import Verdict
+from quantforge.tasks.resources import StepUsage
 
 CANDIDATE_ALIAS = "candidate"
 TAG = "quantforge."  # prefix of every tag quantforge writes
@@ -57,7 +57,7 @@ class RecordedVariant(BaseModel):
     verdict: Verdict
     lineage: Lineage
     quantize_seconds: float | None  # None when the recording run quantized nothing (its cache had it)
-    quantize_peak_rss_mb: float | None
+    quantize_peak_pss_mb: float | None
     model_name: str | None  # set when it passed and was registered
     model_version: int | None
 
@@ -99,7 +99,7 @@ def lookup(identity: str, evaluation_hash: str) -> RecordedVariant | None:
         verdict=Verdict.model_validate_json(tags[f"{TAG}verdict"]),
         lineage=Lineage.model_validate_json(tags[f"{TAG}lineage"]),
         quantize_seconds=runs[0].data.metrics.get("quantize_seconds"),
-        quantize_peak_rss_mb=runs[0].data.metrics.get("quantize_peak_rss_mb"),
+        quantize_peak_pss_mb=runs[0].data.metrics.get("quantize_peak_pss_mb"),
         model_name=name,
         model_version=settle(client, name, identity) if name else None,
     )
@@ -316,7 +316,7 @@ def _metric_values(
         ("evaluate_seconds", metrics.seconds),
     ]
     if usage is not None:
-        values += [("quantize_seconds", usage.seconds), ("quantize_peak_rss_mb", usage.peak_rss_mb)]
+        values += [("quantize_seconds", usage.seconds), ("quantize_peak_pss_mb", usage.peak_pss_mb)]
     if metrics.speed:
         values += [("tokens_per_second", metrics.speed.tokens_per_second), ("ttft_ms", metrics.speed.ttft_ms)]
     if lineage.baseline.speed:

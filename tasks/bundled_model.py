@@ -10,8 +10,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-from quantforge.atomic import atomic_dir
-from quantforge.paths import data_dir
+from quantforge.core.atomic import atomic_dir
+from quantforge.core.paths import data_dir
 
 BUNDLED_PREFIX = "bundled:"
 BUNDLED_NAME = "SmolLM2-135M-Instruct"

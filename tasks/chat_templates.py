@@ -8,8 +8,8 @@ built at run time) on the branches those shapes reach, and a template that never
 rendering runs in a child process that is killed at a deadline: a limit the template's own code cannot
 swallow.
 
-`python -m tasks.chat_templates` is that child: it reads `{name: template}` as JSON on stdin once it
-has said `ready`, and writes one JSON line per template it starts and per template it refuses.
+`python -m quantforge.tasks.chat_templates` is that child: it reads `{name: template}` as JSON on stdin
+once it has said `ready`, and writes one JSON line per template it starts and per template it refuses.
 """
 
 import json
@@ -19,14 +19,14 @@ import subprocess
 import sys
 from typing import Any
 
-from quantforge.errors import QuantforgeError
+from quantforge.core.errors import QuantforgeError
 
 # Real templates render in milliseconds; this is for all templates and shapes together, after start-up.
 RENDER_SECONDS = 5.0
 STARTUP_SECONDS = 120.0  # importing transformers' template code on a loaded host
 # Rendering builds strings; a template that asks for gigabytes is refused, not allowed to swap the host.
 CHILD_DATA_BYTES = 2 * 2**30
-RENDERER = ("-m", "tasks.chat_templates")  # the child's arguments to the interpreter
+RENDERER = ("-m", "quantforge.tasks.chat_templates")  # the child's arguments to the interpreter
 
 USER = {"role": "user", "content": "What is the capital of France?"}
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}

@@ -10,12 +10,12 @@ import numpy as np
 from prefect import task
 from pydantic import BaseModel, ConfigDict
 
-from quantforge.atomic import atomic_file
-from quantforge.errors import QuantforgeError, TransientError
-from quantforge.hub import hub_endpoint
-from quantforge.paths import data_dir
-from quantforge.retries import is_transient, only_io_errors
-from tasks.fetch import read_json_object
+from quantforge.core.atomic import atomic_file
+from quantforge.core.errors import QuantforgeError, TransientError
+from quantforge.core.hub import hub_endpoint
+from quantforge.core.paths import data_dir
+from quantforge.core.retries import is_transient, only_io_errors
+from quantforge.tasks.fetch import read_json_object
 
 Role = Literal["calibration", "evaluation"]
 # Hub datasets: (repo, config or data files, split per role). Calibration never reads an evaluation split.

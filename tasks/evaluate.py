@@ -11,10 +11,10 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 from rich.progress import Progress
 
-from quantforge.atomic import write_json
-from quantforge.paths import data_dir
-from tasks.datasets import TokenSet
-from tasks.torch_runtime import SPEED_PROMPT
+from quantforge.core.atomic import write_json
+from quantforge.core.paths import data_dir
+from quantforge.tasks.datasets import TokenSet
+from quantforge.tasks.torch_runtime import SPEED_PROMPT
 
 IR_XML = "openvino_model.xml"
 # Perplexity runs at OpenVINO's default inference precision (bf16 on AMX CPUs): what serving gets, 3.4x

@@ -8,13 +8,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from quantforge.atomic import atomic_dir, discard
-from quantforge.locks import identity_lock
-from quantforge.manifest import is_intact, write_checksums
-from quantforge.paths import data_dir
-from tasks.fetch import SourceModel, parameter_count
-from tasks.resources import measure
-from tasks.toolchain import toolchain_hash
+from quantforge.core.atomic import atomic_dir, discard
+from quantforge.core.locks import identity_lock
+from quantforge.core.manifest import is_intact, write_checksums
+from quantforge.core.paths import data_dir
+from quantforge.tasks.fetch import SourceModel, parameter_count
+from quantforge.tasks.resources import measure
+from quantforge.tasks.toolchain import toolchain_hash
 
 IR_XML = "openvino_model.xml"
 IR_BIN = "openvino_model.bin"
@@ -27,7 +27,7 @@ class BaselineIR(BaseModel):
     dtype: str
     reused: bool  # True when the IR came from the cache and no export ran
     export_seconds: float = 0.0
-    peak_rss_mb: float = 0.0
+    peak_pss_mb: float = 0.0
 
 
 def export_baseline(source: SourceModel, dtype: Literal["fp16", "fp32"] = "fp16") -> BaselineIR:
@@ -44,7 +44,7 @@ def export_baseline(source: SourceModel, dtype: Literal["fp16", "fp32"] = "fp16"
             _export(source.local_dir, tmp, dtype)
             write_checksums(tmp)
     return BaselineIR(
-        path=target, dtype=dtype, reused=False, export_seconds=usage.seconds, peak_rss_mb=usage.peak_rss_mb
+        path=target, dtype=dtype, reused=False, export_seconds=usage.seconds, peak_pss_mb=usage.peak_pss_mb
     )
 
 

@@ -17,12 +17,12 @@ from huggingface_hub.utils import filter_repo_objects
 from prefect import task
 from pydantic import BaseModel
 
-from quantforge.atomic import require_free_space
-from quantforge.errors import QuantforgeError, TransientError
-from quantforge.hub import COMMIT_SHA, HostileAnswer, hub_api
-from quantforge.retries import IO_ERRORS, is_transient, only_io_errors
-from tasks.bundled_model import BUNDLED_NAME, BUNDLED_PREFIX, bundled_model_dir
-from tasks.chat_templates import check_chat_templates
+from quantforge.core.atomic import require_free_space
+from quantforge.core.errors import QuantforgeError, TransientError
+from quantforge.core.hub import COMMIT_SHA, HostileAnswer, hub_api
+from quantforge.core.retries import IO_ERRORS, is_transient, only_io_errors
+from quantforge.tasks.bundled_model import BUNDLED_NAME, BUNDLED_PREFIX, bundled_model_dir
+from quantforge.tasks.chat_templates import check_chat_templates
 
 # What a causal LM needs on disk; weights are taken as safetensors only unless pickles are allowed.
 NEEDED_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]

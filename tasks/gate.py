@@ -4,7 +4,7 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.recipes import GateOverride, Recipe
+from quantforge.tasks.recipes import GateOverride, Recipe
 
 # Default allowed perplexity increase by weight format, in percent. INT8 weight-only costs well under 1 %
 # on every model we measured, so 2 % catches a broken export; 4-bit costs more, most on small models.

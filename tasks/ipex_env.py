@@ -4,7 +4,7 @@ import os
 import sys
 from pathlib import Path
 
-from quantforge.errors import QuantforgeError
+from quantforge.core.errors import QuantforgeError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CREATE_COMMAND = "make ipex-env"

@@ -4,9 +4,9 @@ import json
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from quantforge.manifest import Manifest
-from tasks.evaluate import Metrics
-from tasks.report import VariantResult
+from quantforge.core.manifest import Manifest
+from quantforge.tasks.evaluate import Metrics
+from quantforge.tasks.report import VariantResult
 
 
 def model_card(

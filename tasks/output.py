@@ -8,9 +8,9 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from quantforge.atomic import atomic_dir
-from quantforge.errors import QuantforgeError
-from tasks.report import RunReport, write_report
+from quantforge.core.atomic import atomic_dir
+from quantforge.core.errors import QuantforgeError
+from quantforge.tasks.report import RunReport, write_report
 
 
 def check_writable(output_dir: Path) -> None:

@@ -13,10 +13,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from quantforge.errors import QuantforgeError
-from quantforge.hub import hub_api
-from quantforge.manifest import Manifest
-from quantforge.retries import only_io_errors
+from quantforge.core.errors import QuantforgeError
+from quantforge.core.hub import hub_api
+from quantforge.core.manifest import Manifest
+from quantforge.core.retries import only_io_errors
 
 DEFAULT_REPO_TEMPLATE = "{namespace}/{source}-{recipe}-ov"
 CARD_FILE = "README.md"

@@ -15,19 +15,19 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from quantforge.atomic import atomic_dir, discard, write_json
-from quantforge.errors import QuantforgeError
-from quantforge.manifest import Manifest
-from quantforge.paths import data_dir
-from tasks import torch_runtime
-from tasks.datasets import TokenSet
-from tasks.evaluate import Metrics, Perplexity, Speed, WeightShares
-from tasks.fetch import SourceModel, parameter_count
-from tasks.ipex_env import WORKER, ipex_python
-from tasks.quantize import write_manifest
-from tasks.recipes import Recipe, to_ipex_spec, to_torchao_config
-from tasks.resources import StepUsage, measure
-from tasks.toolchain import toolchain_hash
+from quantforge.core.atomic import atomic_dir, discard, write_json
+from quantforge.core.errors import QuantforgeError
+from quantforge.core.manifest import Manifest
+from quantforge.core.paths import data_dir
+from quantforge.tasks import torch_runtime
+from quantforge.tasks.datasets import TokenSet
+from quantforge.tasks.evaluate import Metrics, Perplexity, Speed, WeightShares
+from quantforge.tasks.fetch import SourceModel, parameter_count
+from quantforge.tasks.ipex_env import WORKER, ipex_python
+from quantforge.tasks.quantize import write_manifest
+from quantforge.tasks.recipes import Recipe, to_ipex_spec, to_torchao_config
+from quantforge.tasks.resources import StepUsage, measure
+from quantforge.tasks.toolchain import toolchain_hash
 
 # Same weights, same windows, two environments: beyond this the IPEX figures are not comparable.
 MAX_BASELINE_DISAGREEMENT_PCT = 0.5
@@ -198,7 +198,7 @@ def make_ipex_variant(
         size_mb=torch_runtime.folder_size_mb(target),
         weights=WeightShares(**result["weights"]),
     )
-    usage = StepUsage(seconds=result["quantize_seconds"], peak_rss_mb=result["quantize_peak_rss_mb"])
+    usage = StepUsage(seconds=result["quantize_seconds"], peak_pss_mb=result["quantize_peak_rss_mb"])
     return manifest, metrics, usage
 
 

@@ -8,22 +8,22 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from quantforge.atomic import atomic_dir, discard, write_json
-from quantforge.errors import QuantforgeError
-from quantforge.manifest import (
+from quantforge.core.atomic import atomic_dir, discard, write_json
+from quantforge.core.errors import QuantforgeError
+from quantforge.core.manifest import (
     CHECKSUMS_FILE,
     MANIFEST_FILE,
     Manifest,
     file_entries,
     is_intact,
 )
-from quantforge.paths import data_dir
-from tasks.datasets import TokenSet
-from tasks.export import IR_BIN, IR_XML, BaselineIR
-from tasks.fetch import SourceModel
-from tasks.recipes import Recipe, nncf_call, to_optimum_config
-from tasks.resources import StepUsage, measure
-from tasks.toolchain import toolchain, toolchain_hash
+from quantforge.core.paths import data_dir
+from quantforge.tasks.datasets import TokenSet
+from quantforge.tasks.export import IR_BIN, IR_XML, BaselineIR
+from quantforge.tasks.fetch import SourceModel
+from quantforge.tasks.recipes import Recipe, nncf_call, to_optimum_config
+from quantforge.tasks.resources import StepUsage, measure
+from quantforge.tasks.toolchain import toolchain, toolchain_hash
 
 
 def _calibration_dataset(model, samples: TokenSet):

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from quantforge.errors import QuantforgeError, truncated
-from quantforge.paths import data_dir
-from quantforge.yaml_input import MAX_ECHO, MAX_MESSAGE, read_yaml
+from quantforge.core.errors import QuantforgeError, truncated
+from quantforge.core.paths import data_dir
+from quantforge.core.yaml_input import MAX_ECHO, MAX_MESSAGE, read_yaml
 
 RECIPE_SETS_DIR = Path(__file__).parent / "recipe_sets"
 

@@ -10,12 +10,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from quantforge.errors import truncated
-from quantforge.hub import hub_api
-from quantforge.retries import only_io_errors
-from quantforge.yaml_input import MAX_ECHO, MAX_MESSAGE
-from tasks.request import QuantizeRequest
-from tasks.watchlist import REPO_ID, RefusedRelease, WatchEntry, Watchlist
+from quantforge.core.errors import truncated
+from quantforge.core.hub import hub_api
+from quantforge.core.retries import only_io_errors
+from quantforge.core.yaml_input import MAX_ECHO, MAX_MESSAGE
+from quantforge.tasks.request import QuantizeRequest
+from quantforge.tasks.watchlist import REPO_ID, RefusedRelease, WatchEntry, Watchlist
 
 # Why a field of a release event was refused, by pydantic error type (the field and value are added).
 REFUSALS = {

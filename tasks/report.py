@@ -5,9 +5,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from quantforge.atomic import write_json
-from tasks.evaluate import Metrics
-from tasks.gate import Verdict
+from quantforge.core.atomic import write_json
+from quantforge.tasks.evaluate import Metrics
+from quantforge.tasks.gate import Verdict
 
 
 class VariantResult(BaseModel):
@@ -20,7 +20,7 @@ class VariantResult(BaseModel):
     path: Path | None  # the variant's files on this host (None: failed earlier, made elsewhere)
     reused: bool  # True when no quantization ran in this run (registry record or local cache)
     quantize_seconds: float | None  # None when nothing was quantized, in this run or the reused record's
-    quantize_peak_rss_mb: float | None
+    quantize_peak_pss_mb: float | None
     metrics: Metrics
     ppl_increase_pct: float
     verdict: Verdict
@@ -109,7 +109,7 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
         rows.append(row("baseline-fp32", "pytorch", report.pytorch_baseline, "-", "-", "-", "-"))
     for r in report.variants:
         quantize = (
-            "reused" if r.reused else f"{r.quantize_seconds:.0f} s, {r.quantize_peak_rss_mb / 1024:.2f} GiB"
+            "reused" if r.reused else f"{r.quantize_seconds:.0f} s, {r.quantize_peak_pss_mb / 1024:.2f} GiB"
         )
         verdict = ("PASS" if r.verdict.passed else "FAIL") + (" (best)" if r.recipe == report.best else "")
         registry = f"v{r.model_version}" if r.model_version is not None else "-"

@@ -5,11 +5,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from quantforge.errors import QuantforgeError
-from tasks.gate import GateLimits
-from tasks.ipex_env import ipex_python
-from tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id
-from tasks.recipes import Recipe, load_recipe_set
+from quantforge.core.errors import QuantforgeError
+from quantforge.tasks.gate import GateLimits
+from quantforge.tasks.ipex_env import ipex_python
+from quantforge.tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id
+from quantforge.tasks.recipes import Recipe, load_recipe_set
 
 
 class QuantizeRequest(BaseModel):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 
-from quantforge.errors import QuantforgeError
-from tasks.fetch import parameter_count, read_json_object
+from quantforge.core.errors import QuantforgeError
+from quantforge.tasks.fetch import parameter_count, read_json_object
 
 
 @dataclass
@@ -21,7 +21,7 @@ class StepUsage:
     """What one step cost."""
 
     seconds: float = 0.0
-    peak_rss_mb: float = 0.0  # the name MLflow metrics use; the value is `tree_memory`
+    peak_pss_mb: float = 0.0  # `tree_memory` at its peak (the IPEX worker: its own max RSS, one process)
 
 
 def tree_memory(process: psutil.Process) -> int:
@@ -89,7 +89,7 @@ def measure(interval: float = 0.05) -> Iterator[StepUsage]:
             yield usage
     finally:
         usage.seconds = time.perf_counter() - start
-        usage.peak_rss_mb = sampler.peak / 2**20
+        usage.peak_pss_mb = sampler.peak / 2**20
 
 
 # Peak memory of export + compression grows with the parameter count: ~8 bytes per parameter (the

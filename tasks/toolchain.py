@@ -5,7 +5,7 @@ import json
 import re
 from importlib.metadata import Distribution, version
 
-from tasks.ipex_env import ipex_site_packages
+from quantforge.tasks.ipex_env import ipex_site_packages
 
 BYTE_CHANGING_PACKAGES = {
     "openvino": (

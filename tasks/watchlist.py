@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from quantforge.errors import QuantforgeError, truncated
-from quantforge.yaml_input import MAX_ECHO, MAX_MESSAGE, read_yaml
-from tasks.request import QuantizeRequest
+from quantforge.core.errors import QuantforgeError, truncated
+from quantforge.core.yaml_input import MAX_ECHO, MAX_MESSAGE, read_yaml
+from quantforge.tasks.request import QuantizeRequest
 
 # What a watch entry may set of the request; `model` and `revision` come from the Hub.
 REQUEST_SETTINGS = set(QuantizeRequest.model_fields) - {"model", "revision"}

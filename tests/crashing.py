@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from quantforge.manifest import is_intact
+from quantforge.core.manifest import is_intact
 from tests.conftest import EVALUATION_TEXT
 from tests.models import tiny_model
 

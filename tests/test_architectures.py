@@ -2,12 +2,12 @@
 
 import pytest
 
-from tasks.datasets import evaluation_windows
-from tasks.evaluate import perplexity, weight_shares
-from tasks.export import export_baseline
-from tasks.fetch import fetch_source
-from tasks.quantize import quantize_variant
-from tasks.recipes import Recipe
+from quantforge.tasks.datasets import evaluation_windows
+from quantforge.tasks.evaluate import perplexity, weight_shares
+from quantforge.tasks.export import export_baseline
+from quantforge.tasks.fetch import fetch_source
+from quantforge.tasks.quantize import quantize_variant
+from quantforge.tasks.recipes import Recipe
 from tests.conftest import EVALUATION_TEXT
 from tests.models import tiny_model
 

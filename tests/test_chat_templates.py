@@ -7,9 +7,15 @@ import time
 import psutil
 import pytest
 
-from quantforge.errors import QuantforgeError
-from tasks import chat_templates
-from tasks.chat_templates import RENDER_SECONDS, SHAPES, _verdict, check_chat_templates, unsafe_reach
+from quantforge.core.errors import QuantforgeError
+from quantforge.tasks import chat_templates
+from quantforge.tasks.chat_templates import (
+    RENDER_SECONDS,
+    SHAPES,
+    _verdict,
+    check_chat_templates,
+    unsafe_reach,
+)
 
 # Builds "__class__" at run time, so reading the template cannot see it: only rendering can.
 HIDDEN = "{% set u = 'x_'[1] %}{{ (''|attr(u ~ u ~ 'class' ~ u ~ u)).mro() }}"
@@ -24,7 +30,7 @@ def renderers() -> list[psutil.Process]:
     return [
         p
         for p in psutil.Process().children(recursive=True)
-        if "tasks.chat_templates" in " ".join(p.cmdline())
+        if "quantforge.tasks.chat_templates" in " ".join(p.cmdline())
     ]
 
 

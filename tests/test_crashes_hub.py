@@ -9,8 +9,8 @@ import pytest
 from huggingface_hub import HfApi
 from mlflow import MlflowClient
 
+from quantforge.core.manifest import is_intact
 from quantforge.hub_server import HubServer
-from quantforge.manifest import is_intact
 from tests.crashing import (
     QUANTFORGE,
     assert_one_good_version,

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from quantforge.errors import QuantforgeError
-from tasks.datasets import calibration_samples, evaluation_windows, read_paragraphs, remove_overlap
+from quantforge.core.errors import QuantforgeError
+from quantforge.tasks.datasets import calibration_samples, evaluation_windows, read_paragraphs, remove_overlap
 from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT, LICENSES
 
 

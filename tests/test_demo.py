@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from quantforge.manifest import is_intact
+from quantforge.core.manifest import is_intact
 from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]

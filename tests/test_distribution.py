@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi
 
-from flows.quantize import quantize_flow
-from quantforge.errors import QuantforgeError
+from quantforge.core.errors import QuantforgeError
+from quantforge.flows.quantize import quantize_flow
 from quantforge.hub_server import HubServer
-from registry.tracking import mlflow_client
-from tasks.request import QuantizeRequest
+from quantforge.registry.tracking import mlflow_client
+from quantforge.tasks.request import QuantizeRequest
 from tests.conftest import EVALUATION_TEXT, files_containing
 from tests.models import tiny_model
 from tests.servers import MlflowServer

@@ -6,17 +6,17 @@ import time
 
 import pytest
 
-from flows.quantize import quantize_flow
-from quantforge.atomic import atomic_dir
-from quantforge.errors import QuantforgeError
+from quantforge.core.atomic import atomic_dir
+from quantforge.core.errors import QuantforgeError
+from quantforge.core.manifest import is_intact
+from quantforge.flows.quantize import quantize_flow
 from quantforge.hub_server import HubServer
-from quantforge.manifest import is_intact
-from registry.pull import pull
-from registry.variants import record_publication
-from tasks.export import export_baseline
-from tasks.fetch import fetch_source
-from tasks.publish import publish_variant
-from tasks.request import QuantizeRequest
+from quantforge.registry.pull import pull
+from quantforge.registry.variants import record_publication
+from quantforge.tasks.export import export_baseline
+from quantforge.tasks.fetch import fetch_source
+from quantforge.tasks.publish import publish_variant
+from quantforge.tasks.request import QuantizeRequest
 from tests.conftest import EVALUATION_TEXT, tmpfs
 from tests.models import tiny_model
 from tests.test_registry import make_variant, record

@@ -8,8 +8,8 @@ import tracemalloc
 
 import pytest
 
-from quantforge.errors import QuantforgeError
-from tasks.fetch import check_safetensors, fetch_source
+from quantforge.core.errors import QuantforgeError
+from quantforge.tasks.fetch import check_safetensors, fetch_source
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from quantforge.errors import QuantforgeError
+from quantforge.core.errors import QuantforgeError
 from quantforge.hub_server import HubServer
-from tasks.fetch import fetch_source
+from quantforge.tasks.fetch import fetch_source
 
 TOKEN = "hf_fetchTestToken"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.quantize import quantize_flow
-from registry.tracking import mlflow_client
-from tasks.request import QuantizeRequest
+from quantforge.flows.quantize import quantize_flow
+from quantforge.registry.tracking import mlflow_client
+from quantforge.tasks.request import QuantizeRequest
 from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]

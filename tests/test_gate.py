@@ -2,8 +2,8 @@
 
 import math
 
-from tasks.gate import GateLimits, effective_limits, judge
-from tasks.recipes import GateOverride, Recipe
+from quantforge.tasks.gate import GateLimits, effective_limits, judge
+from quantforge.tasks.recipes import GateOverride, Recipe
 
 
 def test_defaults_by_weight_format_and_override_order():

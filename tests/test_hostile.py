@@ -16,10 +16,10 @@ from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
 from quantforge.cli import app
-from quantforge.errors import QuantforgeError
+from quantforge.core.errors import QuantforgeError
+from quantforge.core.retries import is_transient
 from quantforge.hub_server import HubServer
-from quantforge.retries import is_transient
-from tasks.fetch import fetch_source
+from quantforge.tasks.fetch import fetch_source
 from tests.conftest import EVALUATION_TEXT
 
 TOKEN = "hf_hostileTestToken"

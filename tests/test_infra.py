@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from quantforge.errors import QuantforgeError
-from tasks.watchlist import WatchEntry, load_watchlist
+from quantforge.core.errors import QuantforgeError
+from quantforge.tasks.watchlist import WatchEntry, load_watchlist
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 DOCUMENTED = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)`", (INFRA / "README.md").read_text(), flags=re.M)) | {

@@ -12,10 +12,10 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
-from flows.quantize import quantize_flow
-from registry.releases import is_known, mark_announced
-from registry.tracking import mlflow_client
-from tasks.request import QuantizeRequest
+from quantforge.flows.quantize import quantize_flow
+from quantforge.registry.releases import is_known, mark_announced
+from quantforge.registry.tracking import mlflow_client
+from quantforge.tasks.request import QuantizeRequest
 from tests.conftest import EVALUATION_TEXT, files_containing
 from tests.models import tiny_model
 from tests.servers import MlflowServer

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.datasets import evaluation_windows
-from tasks.evaluate import perplexity, weight_shares
-from tasks.export import export_baseline
-from tasks.fetch import fetch_source
+from quantforge.tasks.datasets import evaluation_windows
+from quantforge.tasks.evaluate import perplexity, weight_shares
+from quantforge.tasks.export import export_baseline
+from quantforge.tasks.fetch import fetch_source
 from tests.conftest import EVALUATION_TEXT
 
 pytestmark = pytest.mark.model

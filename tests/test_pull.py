@@ -19,11 +19,11 @@ from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 from typer.testing import CliRunner
 
 from quantforge.cli import app
+from quantforge.core.manifest import MANIFEST_FILE, read_manifest
 from quantforge.hub_server import HubServer
-from quantforge.manifest import MANIFEST_FILE, read_manifest
-from registry.tracking import mlflow_client
-from registry.variants import record_publication
-from tasks.publish import publish_variant
+from quantforge.registry.tracking import mlflow_client
+from quantforge.registry.variants import record_publication
+from quantforge.tasks.publish import publish_variant
 from tests.conftest import tmpfs
 from tests.servers import MlflowServer
 from tests.test_registry import make_variant, record
@@ -36,8 +36,8 @@ STOPPING_PULL = """
 import os, sys, threading
 from pathlib import Path
 
-import quantforge.atomic as atomic
-import registry.pull as pull
+import quantforge.core.atomic as atomic
+import quantforge.registry.pull as pull
 from quantforge.cli import app
 
 point, marker = os.environ["PULL_STOP_AT"], Path(os.environ["PULL_STOP_MARKER"])
@@ -82,7 +82,7 @@ OTHER_CONTAINER_WRITER = """
 import sys, threading
 from pathlib import Path
 
-from quantforge.atomic import scratch_dir
+from quantforge.core.atomic import scratch_dir
 
 with scratch_dir(Path(sys.argv[1])) as scratch:
     (scratch / "openvino_model.bin").write_bytes(b"half a download")
@@ -245,7 +245,7 @@ def test_an_empty_folder_is_a_valid_dest(registry, tmp_path):
 
 
 def _pull_at_barrier(spec: str, dest: str, barrier) -> str:
-    from registry.pull import pull as pull_variant
+    from quantforge.registry.pull import pull as pull_variant
 
     barrier.wait()
     return str(pull_variant(spec, Path(dest), source="hub"))

@@ -5,10 +5,10 @@ import torch
 from pydantic import ValidationError
 from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, MappingType, PerGroup
 
-from quantforge.errors import QuantforgeError
-from tasks.pytorch_backends import check_baseline_agreement
-from tasks.recipes import Recipe, load_recipe_set, to_ipex_spec, to_torchao_config
-from tasks.request import QuantizeRequest
+from quantforge.core.errors import QuantforgeError
+from quantforge.tasks.pytorch_backends import check_baseline_agreement
+from quantforge.tasks.recipes import Recipe, load_recipe_set, to_ipex_spec, to_torchao_config
+from quantforge.tasks.request import QuantizeRequest
 
 
 def test_ipex_translation_of_the_four_shipped_recipes():

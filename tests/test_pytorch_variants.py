@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.quantize import quantize_flow
-from tasks.ipex_env import CREATE_COMMAND, REPO_ROOT, ipex_python
-from tasks.recipes import RECIPE_SETS_DIR
-from tasks.report import table_rows
-from tasks.request import QuantizeRequest
+from quantforge.flows.quantize import quantize_flow
+from quantforge.tasks.ipex_env import CREATE_COMMAND, REPO_ROOT, ipex_python
+from quantforge.tasks.recipes import RECIPE_SETS_DIR
+from quantforge.tasks.report import table_rows
+from quantforge.tasks.request import QuantizeRequest
 from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.ipex]
@@ -149,7 +149,7 @@ def test_torchao_artifact_loads_quantized_in_transformers(run):
 
 
 def test_ipex_toolchain_is_read_from_its_own_environment(ipex_env):
-    from tasks.toolchain import toolchain
+    from quantforge.tasks.toolchain import toolchain
 
     assert toolchain("ipex") == {
         "intel-extension-for-pytorch": "2.8.0",
@@ -167,8 +167,8 @@ def test_ipex_bf16_is_made_where_the_cpu_supports_it(run, cpu_has_bf16):
 def test_ipex_bf16_is_refused_in_one_line_on_a_cpu_without_bf16(cpu_has_bf16, bundled_model):
     if cpu_has_bf16:
         pytest.skip("this CPU runs IPEX bf16 (see test_ipex_bf16_is_made_where_the_cpu_supports_it)")
-    from tasks.pytorch_backends import run_ipex_worker
-    from tasks.recipes import Recipe, to_ipex_spec
+    from quantforge.tasks.pytorch_backends import run_ipex_worker
+    from quantforge.tasks.recipes import Recipe, to_ipex_spec
 
     spec = {"action": "variant", "model_dir": str(bundled_model), "evaluation": "unused.npy"}
     spec |= {"output_dir": "unused", "ipex": to_ipex_spec(Recipe(name="bf16", backend="ipex", bits=16))}

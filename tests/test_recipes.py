@@ -8,8 +8,8 @@ import nncf
 import pytest
 from pydantic import ValidationError
 
-from quantforge.errors import QuantforgeError
-from tasks.recipes import Recipe, available_sets, load_recipe_set, nncf_call
+from quantforge.core.errors import QuantforgeError
+from quantforge.tasks.recipes import Recipe, available_sets, load_recipe_set, nncf_call
 
 
 def test_weight_only_int4_translation_matches_nncf_arguments():

@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from quantforge.atomic import write_json
-from quantforge.errors import QuantforgeError
-from quantforge.manifest import MANIFEST_FILE, Manifest, file_entries
-from registry.aliases import archive, promote
-from registry.pull import pull
-from registry.tracking import mlflow_client
-from registry.variants import Lineage, identity_key, lookup, record_variant, start_flow_run
-from tasks.evaluate import Metrics, Perplexity, Speed, WeightShares
-from tasks.gate import Verdict
-from tasks.resources import StepUsage
+from quantforge.core.atomic import write_json
+from quantforge.core.errors import QuantforgeError
+from quantforge.core.manifest import MANIFEST_FILE, Manifest, file_entries
+from quantforge.registry.aliases import archive, promote
+from quantforge.registry.pull import pull
+from quantforge.registry.tracking import mlflow_client
+from quantforge.registry.variants import Lineage, identity_key, lookup, record_variant, start_flow_run
+from quantforge.tasks.evaluate import Metrics, Perplexity, Speed, WeightShares
+from quantforge.tasks.gate import Verdict
+from quantforge.tasks.resources import StepUsage
 from tests.servers import MlflowServer
 
 SOURCE = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -75,7 +75,7 @@ def record(folder: Path, manifest: Manifest, ppl: float):
     passed = ppl < 22.0
     verdict = Verdict(passed=passed, reasons=[("pass" if passed else "FAIL") + ": Δppl vs limit +10 %"])
     parent = start_flow_run(SOURCE, manifest.source_sha)
-    usage = StepUsage(seconds=12.5, peak_rss_mb=900.0)
+    usage = StepUsage(seconds=12.5, peak_pss_mb=900.0)
     return record_variant(
         parent, folder, manifest, usage, metrics(ppl), (ppl / 20.0 - 1) * 100, verdict, lineage
     )
@@ -102,14 +102,14 @@ def test_passing_variant_is_registered_with_lineage(tracking, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params["bits"] == "4" and run.data.params["awq"] == "True"
     assert run.data.metrics["ppl"] == 21.0 and run.data.metrics["baseline_ppl"] == 20.0
-    assert run.data.metrics["quantize_seconds"] == 12.5 and run.data.metrics["quantize_peak_rss_mb"] == 900.0
+    assert run.data.metrics["quantize_seconds"] == 12.5 and run.data.metrics["quantize_peak_pss_mb"] == 900.0
     assert run.data.tags["quantforge.reasons"].startswith("pass")
     files = {f.path for f in tracking.list_artifacts(recorded.run_id, "variant")}
     assert {"variant/openvino_model.bin", f"variant/{MANIFEST_FILE}"} <= files
 
     found = lookup(recorded.identity, EVAL_HASH)
     assert found is not None and found.model_version == 1 and found.metrics.perplexity.ppl == 21.0
-    assert (found.quantize_seconds, found.quantize_peak_rss_mb) == (12.5, 900.0)
+    assert (found.quantize_seconds, found.quantize_peak_pss_mb) == (12.5, 900.0)
     assert lookup(recorded.identity, "another evaluation text") is None
     assert lookup(identity_key(SOURCE, "b" * 40, manifest.variant_identity), EVAL_HASH) is None
 

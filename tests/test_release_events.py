@@ -13,11 +13,11 @@ from huggingface_hub.errors import HfHubHTTPError
 from pydantic import ValidationError
 from safetensors.torch import save_file
 
-from quantforge.errors import QuantforgeError
+from quantforge.core.errors import QuantforgeError
+from quantforge.core.retries import is_transient
 from quantforge.hub_server import HubServer
-from quantforge.retries import is_transient
-from tasks.releases import Release, release_request, watched_release
-from tasks.watchlist import RefusedRelease, WatchEntry, Watchlist
+from quantforge.tasks.releases import Release, release_request, watched_release
+from quantforge.tasks.watchlist import RefusedRelease, WatchEntry, Watchlist
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 WATCHLIST = Watchlist.model_validate(

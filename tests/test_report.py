@@ -2,9 +2,9 @@
 
 import math
 
-from tasks.evaluate import Metrics, Perplexity, Speed, WeightShares
-from tasks.gate import Verdict
-from tasks.report import VariantResult, best_passing, pareto_front
+from quantforge.tasks.evaluate import Metrics, Perplexity, Speed, WeightShares
+from quantforge.tasks.gate import Verdict
+from quantforge.tasks.report import VariantResult, best_passing, pareto_front
 
 
 def variant(recipe: str, size_mb: float, ppl: float, tokens_per_second: float, passed: bool = True):
@@ -15,7 +15,7 @@ def variant(recipe: str, size_mb: float, ppl: float, tokens_per_second: float, p
         path=None,
         reused=False,
         quantize_seconds=1.0,
-        quantize_peak_rss_mb=1.0,
+        quantize_peak_pss_mb=1.0,
         metrics=Metrics(
             perplexity=Perplexity(ppl=ppl, mean_nll=math.log(ppl), tokens_scored=1024, windows=2),
             speed=Speed(tokens_per_second=tokens_per_second, ttft_ms=50.0, new_tokens=8),

@@ -10,8 +10,8 @@ import numpy as np
 import psutil
 import pytest
 
-from quantforge.errors import QuantforgeError
-from tasks.resources import PeakSampler, measure, memory_slots, reserved_memory, tree_memory
+from quantforge.core.errors import QuantforgeError
+from quantforge.tasks.resources import PeakSampler, measure, memory_slots, reserved_memory, tree_memory
 
 MIB = 2**20
 
@@ -37,7 +37,7 @@ def test_a_forked_child_does_not_double_the_memory_of_its_parent():
         child.join()
     assert rss_sum - before > 1.8 * weights.nbytes  # RSS sees the shared 256 MiB in both processes
     assert in_use - before < 1.3 * weights.nbytes  # PSS splits them: counted once
-    assert usage.peak_rss_mb * MIB < before + 1.3 * weights.nbytes + 64 * MIB
+    assert usage.peak_pss_mb * MIB < before + 1.3 * weights.nbytes + 64 * MIB
 
 
 def test_sampling_takes_at_most_a_small_share_of_a_core():

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from quantforge.redact import install_log_redaction
-from registry.tracking import experiment_id, mlflow_client
+from quantforge.core.redact import install_log_redaction
+from quantforge.registry.tracking import experiment_id, mlflow_client
 from tests.conftest import EVALUATION_TEXT, files_containing
 from tests.models import tiny_model
 from tests.servers import MlflowServer, free_port

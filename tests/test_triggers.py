@@ -19,8 +19,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from quantforge.hub_server import HubServer
-from tasks.resources import memory_limit_name, memory_slots
-from tasks.watchlist import load_watchlist
+from quantforge.tasks.resources import memory_limit_name, memory_slots
+from quantforge.tasks.watchlist import load_watchlist
 from tests.conftest import EVALUATION_TEXT
 from tests.models import tiny_model
 from tests.servers import MlflowServer, PrefectServer, PrefectWorker

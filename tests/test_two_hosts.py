@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from quantforge.core.manifest import MANIFEST_FILE, Manifest, is_intact, read_manifest
 from quantforge.hub_server import HubServer
-from quantforge.manifest import MANIFEST_FILE, Manifest, is_intact, read_manifest
-from registry.aliases import promote
-from registry.pull import pull
-from registry.registered import registered_files
-from registry.tracking import mlflow_client
-from registry.variants import identity_key, lookup, record_publication
-from tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id, publish_variant
+from quantforge.registry.aliases import promote
+from quantforge.registry.pull import pull
+from quantforge.registry.registered import registered_files
+from quantforge.registry.tracking import mlflow_client
+from quantforge.registry.variants import identity_key, lookup, record_publication
+from quantforge.tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id, publish_variant
 from tests.test_registry import EVAL_HASH, SOURCE, make_variant, record
 
 ROOT = Path(__file__).parents[1]
@@ -188,7 +188,7 @@ def test_a_variant_cached_with_the_old_manifest_format_is_read_registered_and_pu
     make_variant(folder, "a" * 40)
     written = json.loads((folder / MANIFEST_FILE).read_text())
     (folder / MANIFEST_FILE).write_text(
-        json.dumps({**written, "quantize": {"seconds": 9.5, "peak_rss_mb": 800.0}})
+        json.dumps({**written, "quantize": {"seconds": 9.5, "peak_pss_mb": 800.0}})
     )
     assert is_intact(folder)
 

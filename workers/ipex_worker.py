@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tasks import torch_runtime  # noqa: E402
+# The IPEX environment does not install quantforge: the one module it shares is imported by its path,
+# which is the same beside this file in the repository (tasks/) and in the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
+import torch_runtime  # noqa: E402
 
 GRAPH_FILE = "ipex_model.pt"
 SPEC_FILE = "quantforge_ipex.json"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from quantforge.paths import data_dir
+from quantforge.core.paths import data_dir
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from quantforge.errors import QuantforgeError
+from quantforge.core.errors import QuantforgeError
 
 MANIFEST_FILE = "manifest.json"
 CHECKSUMS_FILE = "quantforge-checksums.json"  # a cache folder's own files, checked before reuse

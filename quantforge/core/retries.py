@@ -4,7 +4,7 @@ import httpx
 from huggingface_hub.errors import HfHubHTTPError
 from requests import RequestException
 
-from quantforge.errors import QuantforgeError, TransientError
+from quantforge.core.errors import QuantforgeError, TransientError
 
 IO_ERRORS = (OSError, httpx.TransportError, RequestException, TimeoutError)
 

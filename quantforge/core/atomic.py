@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantforge.errors import QuantforgeError
-from quantforge.locks import exclusive
+from quantforge.core.errors import QuantforgeError
+from quantforge.core.locks import exclusive
 
 _OWNER = r"[A-Za-z0-9-]{1,40}-[0-9]+-[0-9a-f]{8}"  # host, pid, random: see _writing
 _AT_FDCWD = -100

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from quantforge.errors import QuantforgeError, truncated
+from quantforge.core.errors import QuantforgeError, truncated
 
 # The shipped recipe sets are under 2 KB and four levels deep, the example watchlist likewise. Past these
 # bounds a file is refused in one line before it is parsed further or echoed in a message.

@@ -10,7 +10,7 @@ import httpx
 from huggingface_hub import HfApi, constants, set_client_factory
 from huggingface_hub.utils._http import default_client_factory  # not re-exported; version pinned
 
-from quantforge.errors import QuantforgeError
+from quantforge.core.errors import QuantforgeError
 
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 # A regular file's ETag is its git blob sha1; an LFS or Xet file's X-Linked-Etag is its sha256.
