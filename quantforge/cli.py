@@ -3,36 +3,77 @@
 import logging
 import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from quantforge.core.errors import QuantforgeError
 from quantforge.core.redact import install_log_redaction, redact
 
-# transformers imports torchao whenever it loads a model; on CPU-only torch torchao warns that its CUDA
-# kernels cannot load, and torch that torchao's enums are registered twice: noise on every run.
-for _noisy in ("torchao", "torch.utils._pytree"):
-    logging.getLogger(_noisy).setLevel(logging.ERROR)
-install_log_redaction()  # no secret in any log line, whichever library writes it
-# The ephemeral Prefect server quantforge starts: no telemetry (an offline host logs an ERROR per run),
-# and time to start on a busy 2-core host (Prefect's default, 20 s, has been seen to run out).
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+PLUGIN_GROUP = "quantforge.commands"  # entry points: plain functions with typer Annotated parameters
+
+
+class _WithPlugins(TyperGroup):
+    """The product's commands, then each `quantforge.commands` entry point, loaded only when listed or called:
+    `quantforge run` never imports a plugin, and a plugin that fails to load costs one line on stderr."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugins()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self._load_plugins(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def _load_plugins(self, only: str | None = None) -> None:
+        for ep in entry_points(group=PLUGIN_GROUP):
+            if ep.name in self.commands or only not in (None, ep.name):
+                continue  # a product command keeps its name; a plugin loads once
+            try:
+                plugin = typer.Typer(add_completion=False)
+                plugin.command(ep.name)(ep.load())
+                self.add_command(typer.main.get_command(plugin), ep.name)
+            except Exception as error:  # a broken plugin must not take the product's commands down
+                detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                Console(stderr=True).print(
+                    f"warning: command {ep.name!r} ({ep.value}) not loaded: {type(error).__name__}: {detail}",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
+
 
 app = typer.Typer(
+    cls=_WithPlugins,
     help="A quantization factory for LLMs served on Intel CPUs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 # A pipe or CI log gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
-DEMO_SOURCE = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the bundled model, served under its Hub id
-DEMO_NAMESPACE = "quantforge-demo"
+
+
+@app.callback()
+def _set_up() -> None:
+    """Process-wide set-up for every command; done here, not at import, so importing this module changes
+    nothing."""
+    # transformers imports torchao whenever it loads a model; on CPU-only torch torchao warns that its CUDA
+    # kernels cannot load, and torch that torchao's enums are registered twice: noise on every run.
+    for noisy in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    install_log_redaction()  # no secret in any log line, whichever library writes it
+    # The ephemeral Prefect server quantforge starts: no telemetry (an offline host logs an ERROR per run),
+    # and time to start on a busy 2-core host (Prefect's default, 20 s, has been seen to run out).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def fail(message: str) -> None:
@@ -49,7 +90,8 @@ def registry_error(error: Exception) -> str:
     return f"MLflow at {tracking_uri()} failed: {detail[:300]}"
 
 
-def _one_line(error: ValidationError) -> str:
+def one_line(error: ValidationError) -> str:
+    """The first validation error as one line: the field in backticks, the message, the value given."""
     first = error.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "request"
     message = first["msg"].removeprefix("Value error, ")
@@ -146,17 +188,17 @@ def run(
             promote_best=promote_best,
         )
     except ValidationError as error:
-        fail(_one_line(error))
+        fail(one_line(error))
     except QuantforgeError as error:
         fail(str(error))
-    report = _run_flow(request)
-    _print_report(report)
+    report = run_flow(request)
+    print_report(report)
     console.print(f"report and variants in {output.resolve()}", soft_wrap=True)
     if report.best is None:
         sys.exit(1)
 
 
-def _run_flow(request):
+def run_flow(request):
     """Run the quantize flow; every failure a user can act on becomes one line and exit 2."""
     from mlflow.exceptions import MlflowException
 
@@ -170,7 +212,8 @@ def _run_flow(request):
         fail(registry_error(error))
 
 
-def _print_report(report) -> None:
+def print_report(report) -> None:
+    """The report as a table, one row per variant, and a line naming the best and the Pareto front."""
     from quantforge.tasks.report import table_rows
 
     rows = table_rows(report)
@@ -184,59 +227,6 @@ def _print_report(report) -> None:
         f"best passing variant: [bold]{report.best or 'none'}[/]; Pareto front: "
         f"{', '.join(report.pareto_front) or '-'}; wall time {report.wall_seconds:.0f} s"
     )
-
-
-@app.command()
-def demo(
-    calibration: Annotated[Path, typer.Option(help="Calibration text file.")],
-    eval: Annotated[Path, typer.Option("--eval", help="Evaluation text file (other text).")],
-    recipes: Annotated[str, typer.Option(help="Recipe set name or YAML path.")] = "default",
-    output: Annotated[Path, typer.Option(help="Folder for the variants and the report.")] = Path(
-        "quantforge-output"
-    ),
-) -> None:
-    """The whole chain on this machine: the bundled model served by a local Hub endpoint, quantized,
-    registered in the embedded MLflow, pushed to the local Hub, and pulled back as a serving host would."""
-    # Read by huggingface_hub when it is imported (below): the local Hub speaks plain LFS, not Xet.
-    os.environ["HF_HUB_DISABLE_XET"] = "1"
-    import secrets
-
-    from quantforge.core.paths import data_dir
-    from quantforge.hub_server import HubServer
-    from quantforge.registry.aliases import CHAMPION_ALIAS
-    from quantforge.registry.pull import pull as pull_variant
-    from quantforge.tasks.bundled_model import bundled_model_dir
-    from quantforge.tasks.request import QuantizeRequest
-
-    token = f"hf_demo{secrets.token_hex(8)}"  # this run's only write token for the local Hub
-    with HubServer(data_dir() / "demo-hub", tokens={token: "quantforge-demo"}) as hub:
-        sha = hub.seed_repo(DEMO_SOURCE, bundled_model_dir(), message="SmolLM2-135M-Instruct (bundled GGUF)")
-        os.environ.update({"HF_ENDPOINT": hub.url, "HF_TOKEN": token})
-        console.print(f"local Hub at {hub.url} serves {DEMO_SOURCE}@{sha[:12]}")
-        try:
-            request = QuantizeRequest(
-                model=DEMO_SOURCE,
-                recipes=recipes,
-                calibration=str(calibration),
-                evaluation=str(eval),
-                output_dir=output,
-                hub_namespace=DEMO_NAMESPACE,
-                promote_best=True,
-            )
-        except (ValidationError, QuantforgeError) as error:
-            fail(_one_line(error) if isinstance(error, ValidationError) else str(error))
-        report = _run_flow(request)
-        _print_report(report)
-        best = next((v for v in report.variants if v.recipe == report.best), None)
-        if best is None:
-            sys.exit(1)
-        console.print(f"published: {best.hub_repo} @ {best.hub_commit[:12]} (local Hub)")
-        path = pull_variant(f"{best.model_name}@{CHAMPION_ALIAS}", source="hub")
-        console.print(
-            f"pulled {best.model_name}@{CHAMPION_ALIAS} from the Hub, every file verified: {path}",
-            soft_wrap=True,
-        )
-    console.print(f"report and variants in {output.resolve()}", soft_wrap=True)
 
 
 @app.command("recipes")
@@ -324,14 +314,6 @@ def archive(
     except MlflowException as error:
         fail(registry_error(error))
     console.print(f"{name} version {version} archived")
-
-
-@app.command("bundled-model")
-def bundled_model() -> None:
-    """Build (once) and print the path of the bundled SmolLM2-135M-Instruct model directory."""
-    from quantforge.tasks.bundled_model import bundled_model_dir
-
-    console.print(str(bundled_model_dir()), soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,14 @@ import os
 import re
 import subprocess
 import sys
+from importlib.metadata import EntryPoint, entry_points
+from typing import Annotated
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
+from quantforge import cli
 from quantforge.cli import app
 from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT
 from tests.models import tiny_model
@@ -16,10 +20,38 @@ from tests.test_recipes import alias_bomb
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["recipes"], ["bundled-model"]])
+# Plugin commands (`bundled-model`, `demo` from quantforge_testing) count when installed.
+PLUGINS = sorted({ep.name for ep in entry_points(group=cli.PLUGIN_GROUP)})
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["recipes"], ["pull"], ["promote"], ["archive"], *([p] for p in PLUGINS)]
+)
 def test_help_on_every_command(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def greet(name: Annotated[str, typer.Option(help="Whom to greet.")] = "world") -> None:
+    """Say hello (a plugin command for the test below)."""
+    cli.console.print(f"hello {name}")
+
+
+def test_plugin_commands_are_added_and_a_broken_one_is_one_line(monkeypatch):
+    plugins = [
+        EntryPoint("greet", "tests.test_cli:greet", cli.PLUGIN_GROUP),
+        EntryPoint("broken", "quantforge_no_such_module:command", cli.PLUGIN_GROUP),
+    ]
+    monkeypatch.setattr(cli, "entry_points", lambda group: plugins if group == cli.PLUGIN_GROUP else [])
+    listed = runner.invoke(app, ["--help"])
+    assert listed.exit_code == 0 and "greet" in listed.stdout and "Say hello" in listed.stdout
+    assert listed.stderr.splitlines() == [
+        "warning: command 'broken' (quantforge_no_such_module:command) not loaded: "
+        "ModuleNotFoundError: No module named 'quantforge_no_such_module'"
+    ]
+    called = runner.invoke(app, ["greet", "--name", "plugins"])
+    assert called.exit_code == 0 and called.stdout == "hello plugins\n"
+    assert runner.invoke(app, ["recipes"]).exit_code == 0  # product commands never load a plugin
 
 
 @pytest.mark.parametrize(
@@ -147,3 +179,22 @@ def test_window_longer_than_the_model_context_is_one_line_before_any_work(bundle
         "(`max_position_embeddings` 512 in config.json)"
     ]
     assert list(home.rglob("*.xml")) == [] and list(output.iterdir()) == []  # nothing exported
+
+
+def test_importing_the_cli_changes_nothing_and_a_command_sets_up_the_process():
+    """Logging and Prefect settings are made in the app's callback, not at import."""
+    script = (
+        "import logging, os\n"
+        "from typer.testing import CliRunner\n"
+        "import quantforge.cli\n"
+        "print(logging.getLogger('torchao').level, os.environ.get('PREFECT_SERVER_ANALYTICS_ENABLED'),"
+        " getattr(logging.getLogRecordFactory(), 'redacts', False))\n"
+        "CliRunner().invoke(quantforge.cli.app, ['recipes'])\n"
+        "print(logging.getLogger('torchao').level, os.environ.get('PREFECT_SERVER_ANALYTICS_ENABLED'),"
+        " getattr(logging.getLogRecordFactory(), 'redacts', False))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_SERVER_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=True
+    )
+    assert done.stdout.splitlines() == ["0 None False", f"{40} false True"]
