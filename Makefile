@@ -13,10 +13,13 @@ IPEX_VENV := .venv-ipex
 
 # Every package at the exact version in requirements.lock, without dependency resolution: the lock
 # already is the resolution (it drops torchvision, which optimum-intel names but LLM export never uses).
-$(VENV)/.installed: requirements.lock pyproject.toml
+# Then quantforge and, a distribution of its own, its test support (testing/: the local Hub, the bundled
+# model, `quantforge demo`), both editable.
+$(VENV)/.installed: requirements.lock pyproject.toml testing/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --no-deps -r requirements.lock
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e testing
 	touch $@
 
 install: $(VENV)/.installed $(if $(WITH_IPEX),ipex-env)
@@ -31,7 +34,7 @@ ipex-env: $(IPEX_VENV)/.installed
 
 demo: install
 	$(VENV)/bin/quantforge demo --recipes default \
-		--calibration $(CALIBRATION_TEXT) --eval $(EVALUATION_TEXT) --output quantforge-output
+		--calibration $(CALIBRATION_TEXT) --evaluation $(EVALUATION_TEXT) --output-dir quantforge-output
 
 # Two pytest-xdist workers (this machine's two cores), a test file per worker at a time: files share
 # their module fixtures (servers, a sweep) and much of a test is waiting on processes and servers.

@@ -116,7 +116,7 @@ def sweep_comparison(model_dir: Path, windows: Path, repeats: int) -> dict:
     ours, theirs, reports = [], [], []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as home:
-            run = quantforge_sweep("bundled:SmolLM2-135M-Instruct", Path(home), "--recipes", "default")
+            run = quantforge_sweep(str(model_dir), Path(home), "--recipes", "default")
             ours.append(run["seconds"])
             (report,) = Path(home, "output").glob("*/report.json")
             reports.append(json.loads(report.read_text()))
@@ -160,14 +160,14 @@ def int4_memory(model_dir: Path, fp32_bytes: int) -> dict:
     }
 
 
-def rerun(prefect_api: str) -> dict:
+def rerun(model_dir: Path, prefect_api: str) -> dict:
     """3. The same request twice against a running Prefect server: first run vs rerun."""
     with tempfile.TemporaryDirectory() as home:
         env = {**fresh_env(Path(home)), "PREFECT_API_URL": prefect_api}
         command = [
             str(BIN / "quantforge"),
             "run",
-            "bundled:SmolLM2-135M-Instruct",
+            str(model_dir),
             "--recipes",
             "quick",
             "--eval",
@@ -255,7 +255,7 @@ def pytorch_decode(model_dir: Path, new_tokens: int = 64, repeats: int = 2) -> d
     return out
 
 
-def pull_vs_copy(repeats: int) -> dict:
+def pull_vs_copy(model_dir: Path, repeats: int) -> dict:
     """6. `pull` (download + verify every sha256 + atomic install) vs a plain copy of the same files.
 
     Both in this process, alternating, after one warm-up pull (a serving agent's steady state), and
@@ -272,7 +272,7 @@ def pull_vs_copy(repeats: int) -> dict:
             [
                 str(BIN / "quantforge"),
                 "run",
-                "bundled:SmolLM2-135M-Instruct",
+                str(model_dir),
                 "--recipes",
                 "quick",
                 "--only",
@@ -335,7 +335,7 @@ def pull_vs_copy(repeats: int) -> dict:
 
 def scaling(scales: list[str], work: Path, tokenizer_from: Path) -> list[dict]:
     """7. Random Llama models: export + one INT4 recipe, wall time and peak memory against size."""
-    from tests.models import tiny_model
+    from quantforge_testing.tiny_models import tiny_model
 
     rows = []
     for scale in scales:
@@ -396,10 +396,10 @@ def main(
         ),
     ] = ",".join(MEASURES),
 ) -> None:
-    from quantforge.tasks.bundled_model import bundled_model_dir
     from quantforge.tasks.datasets import evaluation_windows
     from quantforge.tasks.fetch import parameter_count
-    from tests.servers import PrefectServer
+    from quantforge_testing.bundled_model import bundled_model_dir
+    from quantforge_testing.servers import PrefectServer
 
     chosen = [m for m in only.split(",") if m]
     if unknown := sorted(set(chosen) - set(MEASURES)):
@@ -416,12 +416,12 @@ def main(
     if "decode_pytorch" in chosen:
         results["decode_pytorch"] = pytorch_decode(model_dir)
     if "pull" in chosen:
-        results["pull"] = pull_vs_copy(repeats)
+        results["pull"] = pull_vs_copy(model_dir, repeats)
     if "int4_memory" in chosen:
         results["int4_memory"] = int4_memory(model_dir, parameter_count(model_dir) * 4)
     if "rerun" in chosen:
         with PrefectServer(work / "prefect") as server:
-            results["rerun"] = rerun(server.api_url)
+            results["rerun"] = rerun(model_dir, server.api_url)
     if "sweep" in chosen:
         import numpy as np
 

@@ -9,11 +9,12 @@ from huggingface_hub import constants, hf_hub_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from huggingface_hub.file_download import repo_folder_name
-from huggingface_hub.utils import filter_repo_objects
+from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 from prefect import task
 from pydantic import BaseModel
 
@@ -21,7 +22,6 @@ from quantforge.core.atomic import require_free_space
 from quantforge.core.errors import QuantforgeError, TransientError
 from quantforge.core.hub import COMMIT_SHA, HostileAnswer, hub_api
 from quantforge.core.retries import IO_ERRORS, is_transient, only_io_errors
-from quantforge.tasks.bundled_model import BUNDLED_NAME, BUNDLED_PREFIX, bundled_model_dir
 from quantforge.tasks.chat_templates import check_chat_templates
 
 # What a causal LM needs on disk; weights are taken as safetensors only unless pickles are allowed.
@@ -44,7 +44,7 @@ SUPPORTED_ARCHITECTURES = {
 class SourceModel(BaseModel):
     """A source model pinned to one immutable identity."""
 
-    repo: str  # Hub id, `bundled:NAME`, or `local:NAME`
+    repo: str  # Hub id, or `local:NAME` (a local directory, by its folder name)
     sha: str  # Hub commit sha, or sha256 over the local directory's files
     local_dir: Path
 
@@ -64,15 +64,15 @@ def fetch_source(
     model: str, revision: str = "main", *, trust_remote_code: bool = False, allow_pickle: bool = False
 ) -> SourceModel:
     """Resolve and download the source model, then refuse what quantforge must not load."""
-    if model.startswith(BUNDLED_PREFIX):
-        if model != BUNDLED_PREFIX + BUNDLED_NAME:
-            raise QuantforgeError(
-                f"`model`: unknown bundled model {model!r} (have {BUNDLED_PREFIX}{BUNDLED_NAME})"
-            )
-        source = _from_directory(bundled_model_dir(), BUNDLED_PREFIX + BUNDLED_NAME)
-    elif Path(model).is_dir():
+    if Path(model).is_dir():
         source = _from_directory(Path(model), "local:" + Path(model).resolve().name)
     else:
+        try:  # a missing folder or a mistyped id: said in one line, before any request
+            validate_repo_id(model)
+        except HFValidationError:
+            raise QuantforgeError(
+                f"`model`: {model!r} is neither a local directory nor a Hub id (org/name)"
+            ) from None
         source = _from_hub(model, revision, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     check_config(source.local_dir / "config.json", source.repo, trust_remote_code=trust_remote_code)
     check_weights(source, allow_pickle=allow_pickle)

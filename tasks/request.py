@@ -17,7 +17,7 @@ class QuantizeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, description="Hub id, local directory, or bundled:SmolLM2-135M-Instruct")
+    model: str = Field(min_length=1, description="Hub id (org/name) or local model directory")
     revision: str = Field(default="main", min_length=1, description="branch, tag or commit of a Hub model")
     recipes: str = Field(default="default", description="recipe set name or YAML path")
     only: list[str] = Field(default_factory=list, description="run just these recipes of the set")

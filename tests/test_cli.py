@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from quantforge import cli
 from quantforge.cli import app
+from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT
-from tests.models import tiny_model
 from tests.test_recipes import alias_bomb
 
 runner = CliRunner()
@@ -66,7 +66,9 @@ def test_plugin_commands_are_added_and_a_broken_one_is_one_line(monkeypatch):
 )
 def test_invalid_requests_fail_before_any_work(arguments, message, tmp_path):
     output = tmp_path / "out"
-    result = runner.invoke(app, ["run", "bundled:SmolLM2-135M-Instruct", "--output", str(output), *arguments])
+    result = runner.invoke(
+        app, ["run", "HuggingFaceTB/SmolLM2-135M-Instruct", "--output", str(output), *arguments]
+    )
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
     assert not output.exists()
@@ -77,7 +79,7 @@ def test_invalid_recipe_file_names_recipe_and_field(tmp_path):
     recipes.write_text(
         "recipes:\n  - name: gptq-lora\n    bits: 4\n    gptq: true\n    lora_correction: true\n"
     )
-    result = runner.invoke(app, ["run", "bundled:SmolLM2-135M-Instruct", "--recipes", str(recipes)])
+    result = runner.invoke(app, ["run", "HuggingFaceTB/SmolLM2-135M-Instruct", "--recipes", str(recipes)])
     assert result.exit_code == 2
     assert "recipe 'gptq-lora'" in result.output and "cannot be combined" in result.output
 
@@ -90,7 +92,7 @@ def test_process_exit_code_and_nothing_left_behind(bundled_model, tmp_path):
     not_writable = subprocess.run(
         [
             *command,
-            "bundled:SmolLM2-135M-Instruct",
+            str(bundled_model),
             "--recipes",
             "quick",
             "--eval",
@@ -111,7 +113,7 @@ def test_process_exit_code_and_nothing_left_behind(bundled_model, tmp_path):
     short = subprocess.run(
         [
             *command,
-            "bundled:SmolLM2-135M-Instruct",
+            str(bundled_model),
             "--recipes",
             "quick",
             "--calibration",
@@ -148,7 +150,8 @@ def test_malformed_or_alias_bomb_recipe_file_is_one_line_exit_2(content, message
     recipes.write_bytes(content)
     output = tmp_path / "out"
     result = runner.invoke(
-        app, ["run", "bundled:SmolLM2-135M-Instruct", "--recipes", str(recipes), "--output", str(output)]
+        app,
+        ["run", "HuggingFaceTB/SmolLM2-135M-Instruct", "--recipes", str(recipes), "--output", str(output)],
     )
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()

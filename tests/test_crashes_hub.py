@@ -10,7 +10,9 @@ from huggingface_hub import HfApi
 from mlflow import MlflowClient
 
 from quantforge.core.manifest import is_intact
-from quantforge.hub_server import HubServer
+from quantforge_testing.hub import HubServer
+from quantforge_testing.servers import MlflowServer
+from quantforge_testing.tiny_models import tiny_model
 from tests.crashing import (
     QUANTFORGE,
     assert_one_good_version,
@@ -19,8 +21,6 @@ from tests.crashing import (
     run,
     spawn,
 )
-from tests.models import tiny_model
-from tests.servers import MlflowServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

@@ -17,12 +17,12 @@ from huggingface_hub import HfApi
 
 from quantforge.core.errors import QuantforgeError
 from quantforge.flows.quantize import quantize_flow
-from quantforge.hub_server import HubServer
 from quantforge.registry.tracking import mlflow_client
 from quantforge.tasks.request import QuantizeRequest
+from quantforge_testing.hub import HubServer
+from quantforge_testing.servers import MlflowServer
+from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import EVALUATION_TEXT, files_containing
-from tests.models import tiny_model
-from tests.servers import MlflowServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 

@@ -10,15 +10,15 @@ from quantforge.core.atomic import atomic_dir
 from quantforge.core.errors import QuantforgeError
 from quantforge.core.manifest import is_intact
 from quantforge.flows.quantize import quantize_flow
-from quantforge.hub_server import HubServer
 from quantforge.registry.pull import pull
 from quantforge.registry.variants import record_publication
 from quantforge.tasks.export import export_baseline
 from quantforge.tasks.fetch import fetch_source
 from quantforge.tasks.publish import publish_variant
 from quantforge.tasks.request import QuantizeRequest
+from quantforge_testing.hub import HubServer
+from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import EVALUATION_TEXT, tmpfs
-from tests.models import tiny_model
 from tests.test_registry import make_variant, record
 
 pytestmark = pytest.mark.model

@@ -31,8 +31,8 @@ def test_local_directory_identity_is_the_hash_of_its_files(model_copy):
 def test_bundled_model_is_a_llama_with_a_working_tokenizer(bundled_model):
     from transformers import AutoTokenizer
 
-    source = fetch_source("bundled:SmolLM2-135M-Instruct")
-    assert source.local_dir == bundled_model
+    source = fetch_source(str(bundled_model))
+    assert source.local_dir == bundled_model and source.repo == "local:SmolLM2-135M-Instruct"
     config = json.loads((bundled_model / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]
     assert config["rope_theta"] == config["rope_parameters"]["rope_theta"] == 100000.0  # both forms
@@ -41,6 +41,12 @@ def test_bundled_model_is_a_llama_with_a_working_tokenizer(bundled_model):
     ids = tokenizer(text)["input_ids"]
     assert tokenizer.decode(ids) == text
     assert tokenizer.convert_ids_to_tokens(0) == "<|endoftext|>" and 0 not in ids  # the GGUF bug: spaces -> 0
+
+
+@pytest.mark.parametrize("model", ["bundled:SmolLM2-135M-Instruct", "./no-such-folder", "/no/such/folder"])
+def test_neither_a_folder_nor_a_hub_id_is_one_line_before_any_request(model):
+    with pytest.raises(QuantforgeError, match=r"is neither a local directory nor a Hub id \(org/name\)$"):
+        fetch_source(model)
 
 
 def test_remote_code_is_refused_without_the_flag(model_copy):

@@ -11,8 +11,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from quantforge.core.errors import QuantforgeError
-from quantforge.hub_server import HubServer
 from quantforge.tasks.fetch import fetch_source
+from quantforge_testing.hub import HubServer
 
 TOKEN = "hf_fetchTestToken"
 

@@ -19,7 +19,7 @@ def sweep(bundled_model, prefect_harness, tmp_path_factory):
     """One default sweep, small calibration so it fits CI; the rerun's report beside it."""
     output = tmp_path_factory.mktemp("output")
     request = QuantizeRequest(
-        model="bundled:SmolLM2-135M-Instruct",
+        model=str(bundled_model),
         recipes="default",
         calibration=str(CALIBRATION_TEXT),
         evaluation=str(EVALUATION_TEXT),
@@ -138,7 +138,7 @@ def test_passing_variants_are_registered_with_lineage_and_failures_are_not(sweep
         assert version.tags["quantforge.source_sha"] == first.source_sha
         assert version.tags["quantforge.recipe_hash"] == result.recipe_hash
         manifest = json.loads((Path(version.source.removeprefix("file://")) / "manifest.json").read_text())
-        assert manifest["source_repo"] == "bundled:SmolLM2-135M-Instruct"
+        assert manifest["source_repo"] == "local:SmolLM2-135M-Instruct"
         assert manifest["files"]["openvino_model.bin"]["size"] > 50 * 2**20
     assert any(r.model_version for r in first.variants) and any(
         r.model_version is None for r in first.variants

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from quantforge.cli import app
 from quantforge.core.errors import QuantforgeError
 from quantforge.core.retries import is_transient
-from quantforge.hub_server import HubServer
 from quantforge.tasks.fetch import fetch_source
+from quantforge_testing.hub import HubServer
 from tests.conftest import EVALUATION_TEXT
 
 TOKEN = "hf_hostileTestToken"

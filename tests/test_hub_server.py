@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
 )
 from safetensors.numpy import save_file
 
-from quantforge.hub_server import HubServer
+from quantforge_testing.hub import HubServer
 
 TOKEN = "hf_hubServerTestToken"
 REPO = "acme/tiny"
@@ -382,7 +382,7 @@ def test_restart_on_the_same_root_serves_the_same_commit(tmp_path):
 
 def test_command_line_server_prints_its_endpoint_and_stops_on_sigterm(tmp_path):
     folder = model_folder(tmp_path / "v1")
-    command = [sys.executable, "-m", "quantforge.hub_server", "--root", str(tmp_path / "hub")]
+    command = [sys.executable, "-m", "quantforge_testing.hub", "--root", str(tmp_path / "hub")]
     command += ["--token", f"{TOKEN}:alice", "--seed", f"{REPO}={folder}"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
     try:

@@ -16,9 +16,9 @@ from quantforge.flows.quantize import quantize_flow
 from quantforge.registry.releases import is_known, mark_announced
 from quantforge.registry.tracking import mlflow_client
 from quantforge.tasks.request import QuantizeRequest
+from quantforge_testing.servers import MlflowServer
+from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import EVALUATION_TEXT, files_containing
-from tests.models import tiny_model
-from tests.servers import MlflowServer
 
 PASSWORD = "canary-Pa55w0rd-9c1d7e"
 SHA = "0123456789abcdef0123456789abcdef01234567"

@@ -20,12 +20,12 @@ from typer.testing import CliRunner
 
 from quantforge.cli import app
 from quantforge.core.manifest import MANIFEST_FILE, read_manifest
-from quantforge.hub_server import HubServer
 from quantforge.registry.tracking import mlflow_client
 from quantforge.registry.variants import record_publication
 from quantforge.tasks.publish import publish_variant
+from quantforge_testing.hub import HubServer
+from quantforge_testing.servers import MlflowServer
 from tests.conftest import tmpfs
-from tests.servers import MlflowServer
 from tests.test_registry import make_variant, record
 
 runner = CliRunner()

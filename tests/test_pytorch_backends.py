@@ -81,9 +81,9 @@ def test_what_a_backend_cannot_do_is_refused_by_field(fields, message):
 def test_ipex_recipes_fail_fast_naming_the_command_when_the_env_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("QUANTFORGE_IPEX_ENV", str(tmp_path / "no-env"))
     with pytest.raises(ValidationError, match="create it with `make ipex-env`"):
-        QuantizeRequest(model="bundled:SmolLM2-135M-Instruct", recipes="pytorch", calibration="c4")
+        QuantizeRequest(model="HuggingFaceTB/SmolLM2-135M-Instruct", recipes="pytorch", calibration="c4")
     # torchao recipes of the same set need nothing else
-    QuantizeRequest(model="bundled:SmolLM2-135M-Instruct", recipes="pytorch", only=["torchao-int4"])
+    QuantizeRequest(model="HuggingFaceTB/SmolLM2-135M-Instruct", recipes="pytorch", only=["torchao-int4"])
 
 
 def test_baselines_that_disagree_across_environments_stop_the_run():

@@ -58,7 +58,7 @@ def run(ipex_env, cpu_has_bf16, bundled_model, prefect_harness, tmp_path_factory
     recipes["recipes"].append({"name": "int8-asym", "bits": 8})
     (folder / "side-by-side.yaml").write_text(yaml.safe_dump(recipes))
     request = QuantizeRequest(
-        model="bundled:SmolLM2-135M-Instruct",
+        model=str(bundled_model),
         recipes=str(folder / "side-by-side.yaml"),
         calibration=str(CALIBRATION_TEXT),
         evaluation=str(EVALUATION_TEXT),

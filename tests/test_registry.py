@@ -24,7 +24,7 @@ from quantforge.registry.variants import Lineage, identity_key, lookup, record_v
 from quantforge.tasks.evaluate import Metrics, Perplexity, Speed, WeightShares
 from quantforge.tasks.gate import Verdict
 from quantforge.tasks.resources import StepUsage
-from tests.servers import MlflowServer
+from quantforge_testing.servers import MlflowServer
 
 SOURCE = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EVAL_HASH = "e" * 64

@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 
 from quantforge.core.errors import QuantforgeError
 from quantforge.core.retries import is_transient
-from quantforge.hub_server import HubServer
 from quantforge.tasks.releases import Release, release_request, watched_release
 from quantforge.tasks.watchlist import RefusedRelease, WatchEntry, Watchlist
+from quantforge_testing.hub import HubServer
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 WATCHLIST = Watchlist.model_validate(

@@ -12,9 +12,9 @@ import pytest
 
 from quantforge.core.redact import install_log_redaction
 from quantforge.registry.tracking import experiment_id, mlflow_client
+from quantforge_testing.servers import MlflowServer, free_port
+from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import EVALUATION_TEXT, files_containing
-from tests.models import tiny_model
-from tests.servers import MlflowServer, free_port
 
 CANARY = "canarysecret-5b07e2"
 QUANTFORGE = str(Path(sys.executable).with_name("quantforge"))

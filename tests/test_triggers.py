@@ -18,12 +18,12 @@ import requests
 import yaml
 from safetensors.torch import load_file, save_file
 
-from quantforge.hub_server import HubServer
 from quantforge.tasks.resources import memory_limit_name, memory_slots
 from quantforge.tasks.watchlist import load_watchlist
+from quantforge_testing.hub import HubServer
+from quantforge_testing.servers import MlflowServer, PrefectServer, PrefectWorker
+from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import EVALUATION_TEXT
-from tests.models import tiny_model
-from tests.servers import MlflowServer, PrefectServer, PrefectWorker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_quantforgeTriggerToken"

@@ -18,13 +18,13 @@ import pytest
 from mlflow import MlflowClient
 
 from quantforge.core.manifest import MANIFEST_FILE, Manifest, is_intact, read_manifest
-from quantforge.hub_server import HubServer
 from quantforge.registry.aliases import promote
 from quantforge.registry.pull import pull
 from quantforge.registry.registered import registered_files
 from quantforge.registry.tracking import mlflow_client
 from quantforge.registry.variants import identity_key, lookup, record_publication
 from quantforge.tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id, publish_variant
+from quantforge_testing.hub import HubServer
 from tests.test_registry import EVAL_HASH, SOURCE, make_variant, record
 
 ROOT = Path(__file__).parents[1]

