@@ -53,7 +53,8 @@ def main(
 ) -> None:
     from optimum.intel import OVModelForCausalLM
 
-    from quantforge.tasks.recipes import load_recipe_set, to_optimum_config
+    from quantforge.tasks.backends.openvino import to_optimum_config
+    from quantforge.tasks.recipes import load_recipe_set
 
     started = time.perf_counter()
     config = None

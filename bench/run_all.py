@@ -82,10 +82,10 @@ def quantforge_sweep(model: str, home: Path, *args: str) -> dict:
         model,
         "--calibration",
         str(CALIBRATION),
-        "--eval",
+        "--evaluation",
         str(EVALUATION),
     ]
-    return measured([*command, "--output", str(home / "output"), *args], fresh_env(home))
+    return measured([*command, "--output-dir", str(home / "output"), *args], fresh_env(home))
 
 
 def by_hand_sweep(model_dir: Path, windows: Path, work: Path, recipes: list[str]) -> dict:
@@ -170,9 +170,9 @@ def rerun(model_dir: Path, prefect_api: str) -> dict:
             str(model_dir),
             "--recipes",
             "quick",
-            "--eval",
+            "--evaluation",
             str(EVALUATION),
-            "--output",
+            "--output-dir",
             str(Path(home) / "output"),
         ]
         first = measured(command, env)
@@ -189,14 +189,14 @@ def evaluation_throughput(model_dir: Path, repeats: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from quantforge.tasks.backends.openvino import export_ir
     from quantforge.tasks.datasets import evaluation_windows
-    from quantforge.tasks.evaluate import perplexity
-    from quantforge.tasks.export import export_baseline
     from quantforge.tasks.fetch import fetch_source
+    from quantforge.tasks.openvino_measure import perplexity
 
     source = fetch_source(str(model_dir))
     windows = evaluation_windows(str(EVALUATION), source.local_dir, 512, 16)
-    baseline = export_baseline(source, "fp16")
+    baseline = export_ir(source, "fp16")
     model = AutoModelForCausalLM.from_pretrained(source.local_dir, dtype=torch.float32).eval()
     tokens = windows.windows.size
     ours, theirs = [], []
@@ -228,7 +228,7 @@ def pytorch_decode(model_dir: Path, new_tokens: int = 64, repeats: int = 2) -> d
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from quantforge.tasks.evaluate import SPEED_PROMPT
+    from quantforge.tasks.torch_runtime import SPEED_PROMPT
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     ids = tokenizer(SPEED_PROMPT, return_tensors="pt")
@@ -277,13 +277,13 @@ def pull_vs_copy(model_dir: Path, repeats: int) -> dict:
                 "quick",
                 "--only",
                 "int8-asym",
-                "--eval",
+                "--evaluation",
                 str(EVALUATION),
                 "--max-eval-windows",
                 "2",
                 "--new-tokens",
                 "4",
-                "--output",
+                "--output-dir",
                 str(Path(home) / "o"),
             ],
             env,

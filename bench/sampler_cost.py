@@ -46,7 +46,7 @@ class EveryFiftyMs:
 
 def one_compression(ir_dir: Path, recipe_name: str, sampler: str) -> None:
     """Compress once under `sampler` in this process; print wall, user and system seconds."""
-    from quantforge.tasks.quantize import _compress
+    from quantforge.tasks.backends.openvino import _compress
     from quantforge.tasks.recipes import load_recipe_set
     from quantforge.tasks.resources import PeakSampler
 

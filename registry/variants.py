@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -20,13 +21,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 
 from quantforge.core.manifest import MANIFEST_FILE, Manifest, sha256_file
+from quantforge.core.records import Lineage, Metrics, RecordedVariant, StepUsage, Verdict
 from quantforge.registry.tracking import experiment_id, mlflow_client
-from quantforge.tasks.evaluate import Metrics
-from quantforge.tasks.gate import Verdict
-from quantforge.tasks.resources import StepUsage
 
 CANDIDATE_ALIAS = "candidate"
 TAG = "quantforge."  # prefix of every tag quantforge writes
@@ -34,32 +32,6 @@ ARCHIVED_TAG = f"{TAG}archived"
 # "pending" from the version's creation until `candidate` was dealt with, then "complete". Versions
 # registered before this tag existed have none and count as complete.
 REGISTRATION_TAG = f"{TAG}registration"
-
-
-class Lineage(BaseModel):
-    """What a flow run measured against: the same for every variant of the run."""
-
-    source_repo: str
-    source_sha: str
-    evaluation: str
-    evaluation_hash: str
-    baseline: Metrics
-
-
-class RecordedVariant(BaseModel):
-    """A variant already made, measured and judged by an earlier flow run."""
-
-    identity: str
-    run_id: str
-    recipe_name: str
-    metrics: Metrics
-    ppl_increase_pct: float
-    verdict: Verdict
-    lineage: Lineage
-    quantize_seconds: float | None  # None when the recording run quantized nothing (its cache had it)
-    quantize_peak_pss_mb: float | None
-    model_name: str | None  # set when it passed and was registered
-    model_version: int | None
 
 
 def identity_key(source_repo: str, source_sha: str, variant_identity: str) -> str:
@@ -119,13 +91,24 @@ def start_flow_run(source_repo: str, source_sha: str) -> str:
     return client.create_run(experiment_id(client), tags=tags).info.run_id
 
 
-def finish_flow_run(run_id: str, report_folder: Path | None, status: str) -> None:
-    """Attach the report (JSON, markdown, plot) and close the parent run."""
+def finish_flow_run(run_id: str, report_folder: Path) -> None:
+    """Attach the report (JSON, markdown, plot) and close the parent run as FINISHED."""
     client = mlflow_client()
-    if report_folder is not None:
-        for name in ("report.json", "report.md", "pareto.png"):
-            client.log_artifact(run_id, str(report_folder / name))
-    client.set_terminated(run_id, status)
+    for name in ("report.json", "report.md", "pareto.png"):
+        client.log_artifact(run_id, str(report_folder / name))
+    client.set_terminated(run_id, "FINISHED")
+
+
+@contextlib.contextmanager
+def flow_run(source_repo: str, source_sha: str) -> Iterator[str]:
+    """The parent run of one flow run, marked FAILED when the block raises (the block finishes it)."""
+    run_id = start_flow_run_task(source_repo, source_sha)
+    try:
+        yield run_id
+    except BaseException:
+        with contextlib.suppress(Exception):  # MLflow may be what failed: keep the first error
+            mlflow_client().set_terminated(run_id, "FAILED")
+        raise
 
 
 def record_variant(

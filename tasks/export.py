@@ -4,17 +4,15 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from quantforge.core.atomic import atomic_dir, discard
 from quantforge.core.locks import identity_lock
 from quantforge.core.manifest import is_intact, write_checksums
 from quantforge.core.paths import data_dir
+from quantforge.core.records import StepUsage
 from quantforge.tasks.fetch import SourceModel, parameter_count
 from quantforge.tasks.resources import measure
-from quantforge.tasks.toolchain import toolchain_hash
 
 IR_XML = "openvino_model.xml"
 IR_BIN = "openvino_model.bin"
@@ -25,27 +23,23 @@ class BaselineIR(BaseModel):
 
     path: Path
     dtype: str
-    reused: bool  # True when the IR came from the cache and no export ran
-    export_seconds: float = 0.0
-    peak_pss_mb: float = 0.0
+    usage: StepUsage | None = None  # what the export cost; None when the IR came from the cache
 
 
-def export_baseline(source: SourceModel, dtype: Literal["fp16", "fp32"] = "fp16") -> BaselineIR:
-    """Export once; a complete IR already in the cache is returned as is."""
-    target = data_dir() / "ir" / source.cache_key / f"{dtype}-{toolchain_hash()[:12]}"
+def export_baseline(source: SourceModel, dtype: Literal["fp16", "fp32"], toolchain_hash: str) -> BaselineIR:
+    """Export once per (source, dtype, toolchain); a complete IR already in the cache is returned as is."""
+    target = data_dir() / "ir" / source.cache_key / f"{dtype}-{toolchain_hash[:12]}"
     # Two runs on this host (two requests for one model) export once: the second waits, then reuses.
     with identity_lock(f"ir--{source.cache_key}--{target.name}"):
         if is_intact(target):
-            return BaselineIR(path=target, dtype=dtype, reused=True)
+            return BaselineIR(path=target, dtype=dtype)
         discard(target)  # truncated or altered since it was written: rebuilt, never trusted
         bytes_per_weight = 2 if dtype == "fp16" else 4
         needs_bytes = int(parameter_count(source.local_dir) * bytes_per_weight * 1.1) + 32 * 2**20
         with measure() as usage, atomic_dir(target, needs_bytes) as tmp:
             _export(source.local_dir, tmp, dtype)
             write_checksums(tmp)
-    return BaselineIR(
-        path=target, dtype=dtype, reused=False, export_seconds=usage.seconds, peak_pss_mb=usage.peak_pss_mb
-    )
+    return BaselineIR(path=target, dtype=dtype, usage=usage)
 
 
 def _export(model_dir: Path, out: Path, dtype: str) -> None:
@@ -64,6 +58,3 @@ def _export(model_dir: Path, out: Path, dtype: str) -> None:
     for extra in ("generation_config.json", "chat_template.jinja"):
         if (model_dir / extra).exists() and not (out / extra).exists():
             shutil.copy2(model_dir / extra, out / extra)
-
-
-export_baseline_task = task(export_baseline, name="export", cache_policy=NO_CACHE)

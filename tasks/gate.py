@@ -1,10 +1,19 @@
-"""gate: a verdict with every reason, from a variant's metrics against the baseline of the same run."""
+"""gate: a verdict with every reason, from a variant's metrics against the baseline of the same run.
+
+The one place the perplexity increase (Δppl) is computed.
+"""
+
+from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from quantforge.tasks.recipes import GateOverride, Recipe
+from quantforge.core.records import Metrics, Verdict
+
+if TYPE_CHECKING:  # recipes imports GateLimits from here
+    from quantforge.tasks.recipes import Recipe
 
 # Default allowed perplexity increase by weight format, in percent. INT8 weight-only costs well under 1 %
 # on every model we measured, so 2 % catches a broken export; 4-bit costs more, most on small models.
@@ -13,46 +22,44 @@ DEFAULT_MAX_PPL_INCREASE_PCT = {"bf16": 2.0, "int8": 2.0, "w8a8": 5.0, "int4": 1
 
 
 class GateLimits(BaseModel):
-    """Run-wide gate limits from the command line; they override recipe and default limits."""
+    """Gate limits: a recipe's own (`gate:` in its YAML), and the run's from the command line, which
+    override the recipe's, which override the defaults by weight format."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_ppl_increase_pct: float | None = Field(default=None, ge=0)
-    max_ppl: float | None = Field(default=None, gt=0)
-    min_speedup: float | None = Field(default=None, gt=0)
-    max_size_mb: float | None = Field(default=None, gt=0)
+    max_ppl_increase_pct: float | None = Field(
+        default=None, ge=0, description="Gate: max perplexity increase over the baseline, in %."
+    )
+    max_ppl: float | None = Field(default=None, gt=0, description="Gate: max absolute perplexity.")
+    min_speedup: float | None = Field(
+        default=None, gt=0, description="Gate: min decode speed-up over the baseline."
+    )
+    max_size_mb: float | None = Field(default=None, gt=0, description="Gate: max size on disk in MiB.")
 
 
-class Verdict(BaseModel):
-    """Pass or fail, with one reason per rule checked."""
-
-    passed: bool
-    reasons: list[str]
-
-
-def effective_limits(recipe: Recipe, run_limits: GateLimits) -> GateOverride:
+def effective_limits(recipe: Recipe, run_limits: GateLimits) -> GateLimits:
     """Command line over recipe over defaults-by-weight-format."""
     merged = {
         "max_ppl_increase_pct": DEFAULT_MAX_PPL_INCREASE_PCT[recipe.weight_format],
         **recipe.gate.model_dump(exclude_none=True),
         **run_limits.model_dump(exclude_none=True),
     }
-    return GateOverride(**merged)
+    return GateLimits(**merged)
 
 
-def judge(
-    ppl: float,
-    baseline_ppl: float,
-    tokens_per_second: float | None,
-    baseline_tokens_per_second: float | None,
-    size_mb: float,
-    limits: GateOverride,
-) -> Verdict:
-    """Check each rule; a non-finite perplexity fails outright."""
+def ppl_increase_pct(metrics: Metrics, baseline: Metrics) -> float:
+    """How much worse the variant's perplexity is than its baseline's, in percent."""
+    return (metrics.perplexity.ppl / baseline.perplexity.ppl - 1) * 100
+
+
+def judge(metrics: Metrics, baseline: Metrics, limits: GateLimits) -> Verdict:
+    """Check each rule against the baseline of the variant's runtime; a non-finite perplexity fails
+    outright."""
+    ppl = metrics.perplexity.ppl
     if not math.isfinite(ppl):
         return Verdict(passed=False, reasons=[f"perplexity is {ppl}: the variant is broken"])
     checks = []
-    increase = (ppl / baseline_ppl - 1) * 100
+    increase = ppl_increase_pct(metrics, baseline)
     checks.append(
         (
             increase <= limits.max_ppl_increase_pct + 1e-9,  # 25.5 vs 25.0 is +2 %, not +2.0000000000000018
@@ -62,16 +69,19 @@ def judge(
     if limits.max_ppl is not None:
         checks.append((ppl <= limits.max_ppl, f"ppl {ppl:.3f} vs max {limits.max_ppl:.3f}"))
     if limits.min_speedup is not None:
-        if tokens_per_second is None or not baseline_tokens_per_second:
+        if metrics.speed is None or baseline.speed is None or not baseline.speed.tokens_per_second:
             checks.append((False, "speed-up limit set but decode speed was not measured"))
         else:
-            speedup = tokens_per_second / baseline_tokens_per_second
+            speedup = metrics.speed.tokens_per_second / baseline.speed.tokens_per_second
             checks.append(
                 (speedup >= limits.min_speedup, f"speed-up {speedup:.2f}x vs min {limits.min_speedup:.2f}x")
             )
     if limits.max_size_mb is not None:
         checks.append(
-            (size_mb <= limits.max_size_mb, f"size {size_mb:.1f} MiB vs max {limits.max_size_mb:.1f} MiB")
+            (
+                metrics.size_mb <= limits.max_size_mb,
+                f"size {metrics.size_mb:.1f} MiB vs max {limits.max_size_mb:.1f} MiB",
+            )
         )
     return Verdict(
         passed=all(ok for ok, _ in checks),

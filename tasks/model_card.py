@@ -5,17 +5,19 @@ import json
 from huggingface_hub import ModelCard, ModelCardData
 
 from quantforge.core.manifest import Manifest
-from quantforge.tasks.evaluate import Metrics
+from quantforge.core.records import Metrics
+from quantforge.tasks.backends import BACKENDS
+from quantforge.tasks.backends.base import Baseline
 from quantforge.tasks.report import VariantResult
 
 
 def model_card(
-    result: VariantResult, manifest: Manifest, baseline: Metrics, evaluation: str, repo_id: str
+    result: VariantResult, manifest: Manifest, baseline: Baseline, evaluation: str, repo_id: str
 ) -> str:
     """The model card text: metadata, metrics against the baseline, recipe, lineage, how to load it."""
     is_hub_source = ":" not in manifest.source_repo
     bits = {4: "int4", 8: "int8", 16: "bf16"}[manifest.recipe.get("bits", 8)]
-    library, tool = LIBRARY_TAGS[result.backend]
+    library, tool = BACKENDS[result.backend].library_tags
     data = ModelCardData(
         base_model=manifest.source_repo if is_hub_source else None,
         base_model_relation="quantized" if is_hub_source else None,
@@ -34,61 +36,6 @@ def model_card(
     )
 
 
-# (library_name, the quantizing tool) per backend, for the card's metadata.
-LIBRARY_TAGS = {
-    "openvino": ("openvino", "nncf"),
-    "ipex": ("pytorch", "intel-extension-for-pytorch"),
-    "torchao": ("transformers", "torchao"),
-}
-BASELINE_LABEL = {
-    "openvino": "original (OpenVINO IR)",
-    "ipex": "original (PyTorch fp32)",
-    "torchao": "original (PyTorch fp32)",
-}
-TOOL_NAME = {"openvino": "OpenVINO + NNCF", "ipex": "Intel Extension for PyTorch", "torchao": "torchao"}
-
-
-def _usage(backend: str, repo_id: str) -> list[str]:
-    """How a serving host loads the variant, per backend."""
-    if backend == "ipex":
-        return [
-            "```python",
-            "# in an environment with torch 2.8, intel-extension-for-pytorch 2.8 and transformers 4.51",
-            "from pathlib import Path",
-            "from huggingface_hub import snapshot_download",
-            "from workers.ipex_worker import load_ipex_variant  # quantforge's loader (no re-quantization)",
-            "from transformers import AutoTokenizer",
-            f'folder = snapshot_download("{repo_id}")',
-            "model, tokenizer = load_ipex_variant(Path(folder)), AutoTokenizer.from_pretrained(folder)",
-            'inputs = tokenizer("What is AMX?", return_tensors="pt")',
-            "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))",
-            "```",
-        ]
-    if backend == "torchao":
-        return [
-            "```python",
-            "from transformers import AutoModelForCausalLM, AutoTokenizer  # needs torchao installed",
-            f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
-            "```",
-        ]
-    return [
-        "```python",
-        "import openvino_genai",
-        "from huggingface_hub import snapshot_download",
-        f'pipe = openvino_genai.LLMPipeline(snapshot_download("{repo_id}"), "CPU")',
-        'print(pipe.generate("What is OpenVINO?", max_new_tokens=64))',
-        "```",
-        "",
-        "```python",
-        "from optimum.intel import OVModelForCausalLM",
-        "from transformers import AutoTokenizer",
-        f'model = OVModelForCausalLM.from_pretrained("{repo_id}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
-        "```",
-    ]
-
-
 def _row(name: str, metrics: Metrics, delta: str) -> str:
     speed = metrics.speed
     tokens = f"{speed.tokens_per_second:.1f}" if speed else "-"
@@ -96,7 +43,10 @@ def _row(name: str, metrics: Metrics, delta: str) -> str:
     return f"| {name} | {metrics.perplexity.ppl:.3f} | {delta} | {metrics.size_mb:.1f} | {tokens} | {ttft} |"
 
 
-def _body(result: VariantResult, manifest: Manifest, baseline: Metrics, evaluation: str, repo_id: str) -> str:
+def _body(
+    result: VariantResult, manifest: Manifest, baseline: Baseline, evaluation: str, repo_id: str
+) -> str:
+    backend = BACKENDS[result.backend]
     verdict = "passed" if result.verdict.passed else "failed"
     calibration = (
         f"{manifest.calibration} (token ids sha256 `{manifest.calibration_hash[:12]}`)"
@@ -108,13 +58,13 @@ def _body(result: VariantResult, manifest: Manifest, baseline: Metrics, evaluati
             f"# {repo_id.rsplit('/', 1)[-1]}",
             "",
             f"`{manifest.source_repo}` at revision `{manifest.source_sha}`, quantized for Intel CPUs with "
-            f"{TOOL_NAME[result.backend]} by quantforge, recipe `{manifest.recipe_name}`.",
+            f"{backend.tool} by quantforge, recipe `{manifest.recipe_name}`.",
             "",
-            f"## Quality and speed ({evaluation}, {baseline.perplexity.tokens_scored} tokens scored)",
+            f"## Quality and speed ({evaluation}, {baseline.metrics.perplexity.tokens_scored} tokens scored)",
             "",
             "| model | perplexity | Δ perplexity | size MiB | decode tok/s | TTFT ms |",
             "|---|---|---|---|---|---|",
-            _row(BASELINE_LABEL[result.backend], baseline, "-"),
+            _row(baseline.label, baseline.metrics, "-"),
             _row(manifest.recipe_name, result.metrics, f"{result.ppl_increase_pct:+.2f} %"),
             "",
             f"Gate {verdict}: " + "; ".join(result.verdict.reasons) + ".",
@@ -131,7 +81,7 @@ def _body(result: VariantResult, manifest: Manifest, baseline: Metrics, evaluati
             "",
             "## Use it",
             "",
-            *_usage(result.backend, repo_id),
+            *backend.usage(repo_id),
             "",
             "`manifest.json` lists the sha256 of every file; `quantforge pull` checks them all.",
             "",

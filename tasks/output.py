@@ -35,7 +35,7 @@ def _link_tree(source: Path, target: Path) -> None:
             shutil.copy2(path, target / path.name)
 
 
-def publish_output(report: RunReport, output_dir: Path) -> Path:
+def write_output(report: RunReport, output_dir: Path) -> Path:
     """Build `<output_dir>/<model>-<sha7>/` in a temporary folder, then rename it into place."""
     final = output_dir / f"{report.source_repo.split(':')[-1].split('/')[-1]}-{report.source_sha[:7]}"
     with atomic_dir(final, replace_existing=True) as staging:
@@ -46,4 +46,4 @@ def publish_output(report: RunReport, output_dir: Path) -> Path:
     return final
 
 
-publish_output_task = task(publish_output, name="output", cache_policy=NO_CACHE)
+write_output_task = task(write_output, name="output", cache_policy=NO_CACHE)

@@ -1,39 +1,22 @@
-"""Recipes: validated descriptions of one variant each, their hash, and one translation per backend.
+"""Recipes: validated descriptions of one variant each, their hash, and the recipe sets they come in.
 
-`openvino` recipes become nncf calls (through optimum-intel's configs), `torchao` recipes torchao configs
-applied in the main environment, `ipex` recipes a JSON spec for the IPEX worker in its own environment.
+A recipe names its backend; the backend (`tasks/backends/`) adds its own rules and translates the recipe
+into its tool's terms.
 """
 
 import hashlib
 import json
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quantforge.core.errors import QuantforgeError, truncated
-from quantforge.core.paths import data_dir
 from quantforge.core.yaml_input import MAX_ECHO, MAX_MESSAGE, read_yaml
+from quantforge.tasks.backends import BACKENDS
+from quantforge.tasks.gate import GateLimits
 
 RECIPE_SETS_DIR = Path(__file__).parent / "recipe_sets"
-
-
-class GateOverride(BaseModel):
-    """Per-recipe gate limits; unset fields fall back to the defaults for the recipe's weight format."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_ppl_increase_pct: float | None = Field(default=None, ge=0)
-    max_ppl: float | None = Field(default=None, gt=0)
-    min_speedup: float | None = Field(default=None, gt=0)
-    max_size_mb: float | None = Field(default=None, gt=0)
-
-
-Backend = Literal["openvino", "ipex", "torchao"]
-# Options only nncf implements; the PyTorch-side backends refuse them instead of ignoring them.
-OPENVINO_ONLY_FLAGS = ("awq", "scale_estimation", "gptq", "lora_correction")
-DEFAULT_SMOOTH_QUANT_ALPHA = 0.5  # SmoothQuant's paper default, and IPEX's
 
 
 class Recipe(BaseModel):
@@ -42,7 +25,7 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    backend: Backend = "openvino"
+    backend: str = "openvino"  # a name in tasks.backends.BACKENDS
     bits: int = 8  # 4 or 8; 16 means bfloat16 weights and compute, no integer quantization (ipex only)
     sym: bool = False
     group_size: int | None = None  # None: per-channel; -1 also means per-channel in nncf
@@ -57,15 +40,22 @@ class Recipe(BaseModel):
     lora_correction: bool = False
     activations: Literal["none", "int8"] = "none"  # int8: static W8A8 through nncf.quantize
     smooth_quant_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
-    gate: GateOverride = GateOverride()
+    gate: GateLimits = GateLimits()  # this recipe's limits; unset ones fall back to its weight format's
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, backend: str) -> str:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r} (have {', '.join(BACKENDS)})")
+        return backend
 
     @model_validator(mode="after")
     def _check_combination(self) -> "Recipe":
-        problems = _combination_problems(self)
+        backend = BACKENDS[self.backend]
+        problems = backend.recipe_problems(self) + _combination_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
-        if self.backend == "openvino":
-            _check_with_optimum(self)
+        backend.check_with_tool(self)
         return self
 
     @property
@@ -91,30 +81,9 @@ class Recipe(BaseModel):
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def _check_with_optimum(recipe: Recipe) -> None:
-    """optimum-intel's own checks, so nothing it would refuse gets through.
-
-    Remembered per recipe and optimum-intel version: importing optimum-intel takes seconds (torch,
-    transformers, nncf), and a rerun whose variants are all registered never needs it otherwise.
-    """
-    checked = data_dir() / "recipes-checked" / f"{recipe.content_hash()}-{version('optimum-intel')}"
-    if checked.exists():
-        return
-    to_optimum_config(recipe)
-    checked.parent.mkdir(parents=True, exist_ok=True)
-    checked.touch()
-
-
 def _combination_problems(recipe: Recipe) -> list[str]:
+    """What no backend can do: the rules of the recipe's own fields."""
     problems = []
-    allowed_bits = (4, 8, 16) if recipe.backend == "ipex" else (4, 8)
-    if recipe.bits not in allowed_bits:
-        problems.append(
-            f"`bits` must be {' or '.join(map(str, allowed_bits))} with backend {recipe.backend}, "
-            f"got {recipe.bits}"
-        )
-    if recipe.backend != "openvino":
-        problems += _pytorch_backend_problems(recipe)
     if recipe.bits in (8, 16):
         if recipe.group_size not in (None, -1):
             problems.append(f"`group_size` is for 4-bit weights, got {recipe.group_size} with bits=8")
@@ -136,106 +105,6 @@ def _combination_problems(recipe: Recipe) -> list[str]:
     if recipe.smooth_quant_alpha is not None and not recipe.static:
         problems.append("`smooth_quant_alpha` needs `activations: int8`")
     return problems
-
-
-def _pytorch_backend_problems(recipe: Recipe) -> list[str]:
-    """What IPEX and torchao cannot do, named by field rather than silently ignored."""
-    backend = recipe.backend
-    problems = [
-        f"`{flag}` is an OpenVINO (nncf) option, not available with backend {backend}"
-        for flag in OPENVINO_ONLY_FLAGS
-        if getattr(recipe, flag)
-    ]
-    if recipe.ratio < 1.0:
-        problems.append(f"`ratio` below 1 is an OpenVINO (nncf) option, not available with backend {backend}")
-    if recipe.backup_precision is not None:
-        problems.append(
-            f"`backup_precision` is an OpenVINO (nncf) option, not available with backend {backend}"
-        )
-    if backend == "torchao":
-        if recipe.static:
-            problems.append("`activations: int8` is not available with backend torchao (weight-only)")
-        if recipe.bits == 8 and not recipe.sym:
-            problems.append(
-                "`sym` must be true with backend torchao and bits=8 (its INT8 weight-only is symmetric)"
-            )
-    if recipe.bits == 16 and (recipe.static or recipe.group_size is not None or recipe.sym):
-        problems.append("bits=16 (bfloat16) takes no `activations`, `group_size` or `sym`")
-    return problems
-
-
-def to_optimum_config(recipe: Recipe) -> Any:
-    """The one translation: a Recipe as optimum-intel's config (its to_nncf_dict feeds nncf)."""
-    from optimum.intel import OVQuantizationConfig, OVWeightQuantizationConfig
-
-    if recipe.static:
-        return OVQuantizationConfig(
-            bits=8,
-            sym=recipe.sym,
-            smooth_quant_alpha=recipe.smooth_quant_alpha,
-            model_type="transformer",  # keeps LayerNorm/softmax paths out of INT8, as optimum does for LLMs
-        )
-    return OVWeightQuantizationConfig(
-        bits=recipe.bits,
-        sym=recipe.sym,
-        group_size=recipe.group_size,
-        ratio=recipe.ratio,
-        quant_method="awq" if recipe.awq else "default",
-        scale_estimation=recipe.scale_estimation or None,
-        gptq=recipe.gptq or None,
-        lora_correction=recipe.lora_correction or None,
-        backup_precision=recipe.backup_precision,
-        group_size_fallback=recipe.group_size_fallback if recipe.bits == 4 else None,
-    )
-
-
-def to_torchao_config(recipe: Recipe) -> Any:
-    """The torchao translation: weight-only INT8 per output channel, or INT4 by groups (or per channel).
-
-    INT4 uses torchao's `IntxWeightOnlyConfig` (int4 values unpacked to one byte each) because torchao's
-    packed CPU INT4 tensor cannot be written to safetensors, and transformers 5 writes nothing else.
-    """
-    import torch
-    from torchao.quantization import (
-        Int8WeightOnlyConfig,
-        IntxWeightOnlyConfig,
-        MappingType,
-        PerAxis,
-        PerGroup,
-    )
-
-    if recipe.bits == 8:
-        return Int8WeightOnlyConfig()
-    group = PerAxis(0) if recipe.group_size in (None, -1) else PerGroup(recipe.group_size)
-    return IntxWeightOnlyConfig(
-        weight_dtype=torch.int4,
-        granularity=group,
-        mapping_type=MappingType.SYMMETRIC if recipe.sym else MappingType.ASYMMETRIC,
-    )
-
-
-def to_ipex_spec(recipe: Recipe) -> dict[str, Any]:
-    """The IPEX translation, as JSON for the worker: names of IPEX's own enums, no IPEX import here."""
-    if recipe.bits == 16:
-        return {"mode": "bf16"}
-    if recipe.static:
-        alpha = recipe.smooth_quant_alpha
-        return {"mode": "smoothquant", "alpha": DEFAULT_SMOOTH_QUANT_ALPHA if alpha is None else alpha}
-    return {
-        "mode": "woq",
-        "weight_dtype": f"INT{recipe.bits}",
-        "group_size": -1 if recipe.group_size is None else recipe.group_size,
-        "weight_qscheme": "SYMMETRIC" if recipe.sym else "ASYMMETRIC",
-        # Dequantize to bf16 and run AMX bf16 GEMMs: the fast path on this CPU, and no activation
-        # quantization (lowp INT8 would quantize activations too, which weight-only is meant to avoid).
-        "lowp_mode": "BF16",
-    }
-
-
-def nncf_call(recipe: Recipe) -> tuple[str, dict[str, Any]]:
-    """Which nncf function the recipe runs and its keyword arguments (no dataset, no model)."""
-    kwargs = to_optimum_config(recipe).to_nncf_dict()
-    return ("quantize" if recipe.static else "compress_weights"), kwargs
 
 
 class RecipeSet(BaseModel):

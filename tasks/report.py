@@ -6,15 +6,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from quantforge.core.atomic import write_json
-from quantforge.tasks.evaluate import Metrics
-from quantforge.tasks.gate import Verdict
+from quantforge.core.records import Metrics, Verdict
+from quantforge.tasks.backends.base import Baseline
 
 
 class VariantResult(BaseModel):
     """One recipe's outcome in one run."""
 
     recipe: str
-    backend: str = "openvino"  # openvino, ipex or torchao
+    backend: str  # a name in tasks.backends.BACKENDS
     recipe_hash: str
     identity: str  # registry identity: source repo, source sha, recipe, toolchain, calibration
     path: Path | None  # the variant's files on this host (None: failed earlier, made elsewhere)
@@ -40,12 +40,10 @@ class RunReport(BaseModel):
     evaluation_hash: str
     eval_tokens: int
     calibration: str | None
-    baseline: Metrics  # the OpenVINO IR of the source: OpenVINO variants are judged against it
-    # the fp32 source in PyTorch: IPEX and torchao variants are judged against it
-    pytorch_baseline: Metrics | None = None
-    ipex_baseline_ppl: float | None = None  # the same fp32 source scored in the IPEX environment
-    export_seconds: float
-    export_reused: bool  # True when no export ran in this run
+    # by runtime (openvino, pytorch): the unquantized source each runtime's variants are judged against
+    baselines: dict[str, Baseline]
+    # by backend, where one measures in an environment of its own (ipex): the same source scored there
+    backend_baseline_ppl: dict[str, float] = {}
     mlflow_run_id: str
     variants: list[VariantResult]
     best: str | None
@@ -103,19 +101,29 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
             "registry": registry,
         }
 
-    export = "reused" if report.export_reused else f"export {report.export_seconds:.0f} s"
-    rows = [row("baseline", "openvino", report.baseline, "-", "-", export, "-")]
-    if report.pytorch_baseline is not None:
-        rows.append(row("baseline-fp32", "pytorch", report.pytorch_baseline, "-", "-", "-", "-"))
-    for r in report.variants:
-        quantize = (
-            "reused" if r.reused else f"{r.quantize_seconds:.0f} s, {r.quantize_peak_pss_mb / 1024:.2f} GiB"
+    rows = [
+        row(
+            f"baseline ({runtime})",
+            runtime,
+            b.metrics,
+            "-",
+            "-",
+            _cost(b.usage.seconds, b.usage.peak_pss_mb) if b.usage else "reused",
+            "-",
         )
+        for runtime, b in report.baselines.items()
+    ]
+    for r in report.variants:
+        quantize = "reused" if r.reused else _cost(r.quantize_seconds, r.quantize_peak_pss_mb)
         verdict = ("PASS" if r.verdict.passed else "FAIL") + (" (best)" if r.recipe == report.best else "")
         registry = f"v{r.model_version}" if r.model_version is not None else "-"
         delta = f"{r.ppl_increase_pct:+.2f} %"
         rows.append(row(r.recipe, r.backend, r.metrics, delta, verdict, quantize, registry))
     return rows
+
+
+def _cost(seconds: float, peak_pss_mb: float) -> str:
+    return f"{seconds:.0f} s, {peak_pss_mb / 1024:.2f} GiB"
 
 
 def markdown(report: RunReport) -> str:
@@ -155,7 +163,7 @@ def pareto_plot(report: RunReport, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (by_size, by_speed) = plt.subplots(1, 2, figsize=(11, 4.5))
-    points = [("baseline", report.baseline, True)] + [
+    points = [(f"baseline ({runtime})", b.metrics, True) for runtime, b in report.baselines.items()] + [
         (r.recipe, r.metrics, r.verdict.passed) for r in report.variants
     ]
     for name, metrics, passed in points:

@@ -6,8 +6,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from quantforge.core.errors import QuantforgeError
+from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.gate import GateLimits
-from quantforge.tasks.ipex_env import ipex_python
 from quantforge.tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id
 from quantforge.tasks.recipes import Recipe, load_recipe_set
 
@@ -17,34 +17,52 @@ class QuantizeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, description="Hub id (org/name) or local model directory")
-    revision: str = Field(default="main", min_length=1, description="branch, tag or commit of a Hub model")
-    recipes: str = Field(default="default", description="recipe set name or YAML path")
-    only: list[str] = Field(default_factory=list, description="run just these recipes of the set")
-    calibration: str | None = Field(
-        default=None, description="wikitext2, c4, or a .txt/.jsonl file or folder"
+    # Each field's description is its `quantforge run` option's help (quantforge/cli_options.py).
+    model: str = Field(min_length=1, description="Hub id (org/name) or a local model directory.")
+    revision: str = Field(
+        default="main", min_length=1, description="Branch, tag or commit sha of a Hub model."
     )
-    evaluation: str = Field(default="wikitext2", description="wikitext2, c4, or a .txt/.jsonl file or folder")
-    num_samples: int = Field(default=64, ge=1, le=4096, description="calibration samples")
-    seq_len: int = Field(default=128, ge=8, le=8192, description="tokens per calibration sample")
-    window: int = Field(default=512, ge=16, le=8192, description="tokens per perplexity window")
-    max_eval_windows: int = Field(default=32, ge=1, description="cap on evaluation windows")
-    seed: int = Field(default=0, ge=0, description="calibration sampling seed")
-    new_tokens: int = Field(default=64, ge=1, le=4096, description="tokens generated for the speed test")
-    export_dtype: Literal["fp16", "fp32"] = "fp16"
-    gates: GateLimits = GateLimits()
-    output_dir: Path = Path("quantforge-output")
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
+    recipes: str = Field(
+        default="default", description="Recipe set name (see `quantforge recipes`) or YAML path."
+    )
+    only: list[str] = Field(default_factory=list, description="Run only this recipe of the set (repeatable).")
+    calibration: str | None = Field(
+        default=None, description="Calibration text: wikitext2, c4, or a .txt/.jsonl file or folder."
+    )
+    evaluation: str = Field(
+        default="wikitext2", description="Evaluation text: wikitext2, c4, or a .txt/.jsonl file or folder."
+    )
+    num_samples: int = Field(default=64, ge=1, le=4096, description="Calibration samples.")
+    seq_len: int = Field(default=128, ge=8, le=8192, description="Tokens per calibration sample.")
+    window: int = Field(default=512, ge=16, le=8192, description="Tokens per perplexity window.")
+    max_eval_windows: int = Field(default=32, ge=1, description="At most this many evaluation windows.")
+    seed: int = Field(default=0, ge=0, description="Calibration sampling seed.")
+    new_tokens: int = Field(
+        default=64, ge=1, le=4096, description="Tokens generated in the decode speed test."
+    )
+    export_dtype: Literal["fp16", "fp32"] = Field(default="fp16", description="Precision of the baseline IR.")
+    gates: GateLimits = Field(
+        default=GateLimits(), description="Run-wide gate limits: over each recipe's own and the defaults."
+    )
+    output_dir: Path = Field(
+        default=Path("quantforge-output"), description="Folder for the variants and the report."
+    )
+    trust_remote_code: bool = Field(default=False, description="Allow models whose config needs remote code.")
+    allow_pickle: bool = Field(
+        default=False, description="Accept pickled (*.bin) weights when the model has no safetensors."
+    )
     hub_namespace: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        description="publish passing variants to the Hub under this user or organisation",
+        description="Publish passing variants to the Hub (HF_ENDPOINT, token HF_TOKEN) under this namespace.",
     )
-    hub_private: bool = Field(default=False, description="create the Hub repos private")
-    hub_repo_template: str = Field(default=DEFAULT_REPO_TEMPLATE, description="Hub repo name of each variant")
+    hub_private: bool = Field(default=False, description="Create the Hub repos private.")
+    hub_repo_template: str = Field(
+        default=DEFAULT_REPO_TEMPLATE,
+        description="Hub repo of each variant; fields {namespace}, {source}, {recipe}.",
+    )
     promote_best: bool = Field(
-        default=False, description="point the `champion` alias at the best passing variant's version"
+        default=False, description="Point the `champion` alias at the best passing variant's version."
     )
 
     @model_validator(mode="after")
@@ -56,9 +74,9 @@ class QuantizeRequest(BaseModel):
                 f"`calibration` is required by data-aware recipes: {', '.join(needing_data)} "
                 "(pass --calibration wikitext2, c4 or a text file)"
             )
-        if any(r.backend == "ipex" for r in recipes):
+        for backend in dict.fromkeys(r.backend for r in recipes):
             try:
-                ipex_python()
+                BACKENDS[backend].check_available()
             except QuantforgeError as error:
                 raise ValueError(str(error)) from None
         return self

@@ -7,21 +7,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from quantforge.core.errors import QuantforgeError
+from quantforge.core.records import StepUsage
 from quantforge.tasks.fetch import parameter_count, read_json_object
-
-
-@dataclass
-class StepUsage:
-    """What one step cost."""
-
-    seconds: float = 0.0
-    peak_pss_mb: float = 0.0  # `tree_memory` at its peak (the IPEX worker: its own max RSS, one process)
 
 
 def tree_memory(process: psutil.Process) -> int:

@@ -1,35 +1,23 @@
-"""Toolchain: the library versions that change a variant's bytes (part of its identity), per backend."""
+"""Toolchain: the library versions that change a variant's bytes, and their hash (part of its identity).
+
+Which packages count is each backend's business (`Backend.packages`); this module only reads versions.
+"""
 
 import hashlib
 import json
 import re
 from importlib.metadata import Distribution, version
-
-from quantforge.tasks.ipex_env import ipex_site_packages
-
-BYTE_CHANGING_PACKAGES = {
-    "openvino": (
-        "openvino",
-        "openvino-tokenizers",
-        "nncf",
-        "optimum-intel",
-        "optimum",
-        "transformers",
-        "torch",
-    ),
-    "torchao": ("torchao", "transformers", "torch"),
-    "ipex": ("intel-extension-for-pytorch", "transformers", "torch"),
-}
+from pathlib import Path
 
 
-def toolchain(backend: str = "openvino") -> dict[str, str]:
-    """Installed versions of the packages that decide the backend's bytes (IPEX's from its own env)."""
-    packages = BYTE_CHANGING_PACKAGES[backend]
-    if backend == "ipex":
-        installed = Distribution.discover(path=[str(ipex_site_packages())])
-        found = {_normalized(d.metadata["Name"]): d.version for d in installed}
-        return {name: found[name] for name in packages}
-    return {name: version(name) for name in packages}
+def installed_versions(packages: tuple[str, ...], site_packages: Path | None = None) -> dict[str, str]:
+    """Versions of `packages` in this environment, or in the environment whose site-packages is given."""
+    if site_packages is None:
+        return {name: version(name) for name in packages}
+    found = {
+        _normalized(d.metadata["Name"]): d.version for d in Distribution.discover(path=[str(site_packages)])
+    }
+    return {name: found[name] for name in packages}
 
 
 def _normalized(name: str) -> str:
@@ -37,6 +25,6 @@ def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def toolchain_hash(backend: str = "openvino") -> str:
-    """Stable hash of `toolchain(backend)`."""
-    return hashlib.sha256(json.dumps(toolchain(backend), sort_keys=True).encode()).hexdigest()
+def versions_hash(versions: dict[str, str]) -> str:
+    """Stable hash of a toolchain."""
+    return hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()

@@ -2,12 +2,12 @@
 
 import pytest
 
+from quantforge.tasks.backends import openvino
 from quantforge.tasks.datasets import evaluation_windows
-from quantforge.tasks.evaluate import perplexity, weight_shares
-from quantforge.tasks.export import export_baseline
 from quantforge.tasks.fetch import fetch_source
-from quantforge.tasks.quantize import quantize_variant
+from quantforge.tasks.openvino_measure import perplexity, weight_shares
 from quantforge.tasks.recipes import Recipe
+from quantforge.tasks.variants import variant_job
 from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import EVALUATION_TEXT
 
@@ -21,10 +21,11 @@ def test_tiny_model_exports_quantizes_and_scores(architecture, bundled_model, tm
     model_dir = tiny_model(architecture, tmp_path / architecture, bundled_model, **overrides)
 
     source = fetch_source(str(model_dir))
-    baseline = export_baseline(source, "fp16")
-    variant = tmp_path / "int8"
-    quantize_variant(source, baseline, Recipe(name="int8", bits=8), None, variant)
+    baseline = openvino.export_ir(source, "fp16")
     windows = evaluation_windows(str(EVALUATION_TEXT), source.local_dir, 128, 2)
+    job = variant_job(source, Recipe(name="int8", bits=8), None, windows, None)
+    openvino.quantize(baseline.path, job)
+    variant = job.target
     base_ppl = perplexity(baseline.path, windows).ppl
     # Random weights: perplexity near the vocabulary size, and INT8 barely moves it.
     assert 1_000 < base_ppl < 500_000

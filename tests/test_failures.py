@@ -12,7 +12,7 @@ from quantforge.core.manifest import is_intact
 from quantforge.flows.quantize import quantize_flow
 from quantforge.registry.pull import pull
 from quantforge.registry.variants import record_publication
-from quantforge.tasks.export import export_baseline
+from quantforge.tasks.backends.openvino import export_ir
 from quantforge.tasks.fetch import fetch_source
 from quantforge.tasks.publish import publish_variant
 from quantforge.tasks.request import QuantizeRequest
@@ -35,7 +35,7 @@ def test_export_that_cannot_fit_is_refused_before_it_starts(bundled_model, small
     source = fetch_source(str(bundled_model))
     monkeypatch.setenv("QUANTFORGE_HOME", str(small_disk))
     with pytest.raises(QuantforgeError, match=r"not enough disk space .* needs ~\d+ MiB, \d+ MiB free"):
-        export_baseline(source, "fp16")
+        export_ir(source, "fp16")
     written = [p for p in small_disk.rglob("*") if p.is_file()]
     assert [p for p in written if p.parent.name != "locks"] == []  # only the (empty) export lock file
     assert all(p.stat().st_size == 0 for p in written)
@@ -143,13 +143,13 @@ def test_non_finite_baseline_perplexity_fails_the_run(bundled_model, prefect_har
 
 def test_a_truncated_cached_ir_is_detected_and_rebuilt(bundled_model):
     source = fetch_source(str(bundled_model))
-    first = export_baseline(source, "fp16")
+    first = export_ir(source, "fp16")
     weights = first.path / "openvino_model.bin"
     size = weights.stat().st_size
     with weights.open("r+b") as handle:  # what a crash of another writer or a full disk could leave
         handle.truncate(size // 2)
     assert not is_intact(first.path)
-    again = export_baseline(source, "fp16")
-    assert not again.reused and again.path == first.path
+    again = export_ir(source, "fp16")
+    assert again.usage is not None and again.path == first.path
     assert weights.stat().st_size == size and is_intact(again.path)
-    assert export_baseline(source, "fp16").reused
+    assert export_ir(source, "fp16").usage is None

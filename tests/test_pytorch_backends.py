@@ -6,8 +6,9 @@ from pydantic import ValidationError
 from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, MappingType, PerGroup
 
 from quantforge.core.errors import QuantforgeError
-from quantforge.tasks.pytorch_backends import check_baseline_agreement
-from quantforge.tasks.recipes import Recipe, load_recipe_set, to_ipex_spec, to_torchao_config
+from quantforge.tasks.backends.ipex import check_baseline_agreement, to_ipex_spec
+from quantforge.tasks.backends.torchao import to_torchao_config
+from quantforge.tasks.recipes import Recipe, load_recipe_set
 from quantforge.tasks.request import QuantizeRequest
 
 

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from quantforge.flows.quantize import quantize_flow
-from quantforge.tasks.ipex_env import CREATE_COMMAND, REPO_ROOT, ipex_python
+from quantforge.tasks.backends.ipex import CODE_ROOT as REPO_ROOT
+from quantforge.tasks.backends.ipex import CREATE_COMMAND, ipex_python
 from quantforge.tasks.recipes import RECIPE_SETS_DIR
 from quantforge.tasks.report import table_rows
 from quantforge.tasks.request import QuantizeRequest
@@ -78,9 +79,10 @@ def by_name(report):
 
 
 def test_the_fp32_baseline_agrees_across_environments(run):
-    pytorch = run.pytorch_baseline.perplexity.ppl
-    assert abs(run.ipex_baseline_ppl / pytorch - 1) <= 0.005
-    assert abs(run.baseline.perplexity.ppl / pytorch - 1) <= 0.005  # the OpenVINO IR, for the side by side
+    pytorch = run.baselines["pytorch"].metrics.perplexity.ppl
+    assert abs(run.backend_baseline_ppl["ipex"] / pytorch - 1) <= 0.005
+    openvino = run.baselines["openvino"].metrics.perplexity.ppl  # the OpenVINO IR, for the side by side
+    assert abs(openvino / pytorch - 1) <= 0.005
 
 
 def test_every_variant_is_made_measured_and_gated(run):
@@ -149,9 +151,9 @@ def test_torchao_artifact_loads_quantized_in_transformers(run):
 
 
 def test_ipex_toolchain_is_read_from_its_own_environment(ipex_env):
-    from quantforge.tasks.toolchain import toolchain
+    from quantforge.tasks.backends.ipex import BACKEND
 
-    assert toolchain("ipex") == {
+    assert BACKEND.toolchain() == {
         "intel-extension-for-pytorch": "2.8.0",
         "transformers": "4.51.3",
         "torch": "2.8.0",
@@ -167,8 +169,8 @@ def test_ipex_bf16_is_made_where_the_cpu_supports_it(run, cpu_has_bf16):
 def test_ipex_bf16_is_refused_in_one_line_on_a_cpu_without_bf16(cpu_has_bf16, bundled_model):
     if cpu_has_bf16:
         pytest.skip("this CPU runs IPEX bf16 (see test_ipex_bf16_is_made_where_the_cpu_supports_it)")
-    from quantforge.tasks.pytorch_backends import run_ipex_worker
-    from quantforge.tasks.recipes import Recipe, to_ipex_spec
+    from quantforge.tasks.backends.ipex import run_ipex_worker, to_ipex_spec
+    from quantforge.tasks.recipes import Recipe
 
     spec = {"action": "variant", "model_dir": str(bundled_model), "evaluation": "unused.npy"}
     spec |= {"output_dir": "unused", "ipex": to_ipex_spec(Recipe(name="bf16", backend="ipex", bits=16))}

@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from quantforge.core.errors import QuantforgeError
-from quantforge.tasks.recipes import Recipe, available_sets, load_recipe_set, nncf_call
+from quantforge.tasks.backends.openvino import nncf_call
+from quantforge.tasks.recipes import Recipe, available_sets, load_recipe_set
 
 
 def test_weight_only_int4_translation_matches_nncf_arguments():
@@ -111,7 +112,7 @@ def test_unknown_set_lists_the_shipped_ones():
 def test_a_set_checked_once_loads_again_without_importing_optimum(tmp_path):
     """optimum-intel's checks cost seconds of imports: a rerun of the same recipes skips them."""
     script = (
-        "import sys; from tasks.recipes import load_recipe_set; load_recipe_set('default'); "
+        "import sys; from quantforge.tasks.recipes import load_recipe_set; load_recipe_set('default'); "
         "print('optimum.intel' in sys.modules)"
     )
     env = {**os.environ, "QUANTFORGE_HOME": str(tmp_path)}

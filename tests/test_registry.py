@@ -17,13 +17,11 @@ from mlflow import MlflowClient
 from quantforge.core.atomic import write_json
 from quantforge.core.errors import QuantforgeError
 from quantforge.core.manifest import MANIFEST_FILE, Manifest, file_entries
+from quantforge.core.records import Lineage, Metrics, Perplexity, Speed, StepUsage, Verdict, WeightShares
 from quantforge.registry.aliases import archive, promote
 from quantforge.registry.pull import pull
 from quantforge.registry.tracking import mlflow_client
-from quantforge.registry.variants import Lineage, identity_key, lookup, record_variant, start_flow_run
-from quantforge.tasks.evaluate import Metrics, Perplexity, Speed, WeightShares
-from quantforge.tasks.gate import Verdict
-from quantforge.tasks.resources import StepUsage
+from quantforge.registry.variants import identity_key, lookup, record_variant, start_flow_run
 from quantforge_testing.servers import MlflowServer
 
 SOURCE = "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -2,14 +2,14 @@
 
 import math
 
-from quantforge.tasks.evaluate import Metrics, Perplexity, Speed, WeightShares
-from quantforge.tasks.gate import Verdict
+from quantforge.core.records import Metrics, Perplexity, Speed, Verdict, WeightShares
 from quantforge.tasks.report import VariantResult, best_passing, pareto_front
 
 
 def variant(recipe: str, size_mb: float, ppl: float, tokens_per_second: float, passed: bool = True):
     return VariantResult(
         recipe=recipe,
+        backend="openvino",
         recipe_hash=recipe,
         identity=recipe,
         path=None,

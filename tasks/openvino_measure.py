@@ -1,6 +1,6 @@
-"""evaluate: perplexity on fixed token windows, weight precision shares, size, and decode speed."""
+"""Measuring an OpenVINO model folder: perplexity on fixed token windows, weight precision shares, size,
+and decode speed through openvino_genai. The PyTorch side is `torch_runtime.py`, under the same protocol."""
 
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -8,42 +8,16 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 from rich.progress import Progress
 
-from quantforge.core.atomic import write_json
-from quantforge.core.paths import data_dir
+from quantforge.core.records import Metrics, Perplexity, Speed, WeightShares
 from quantforge.tasks.datasets import TokenSet
-from quantforge.tasks.torch_runtime import SPEED_PROMPT
+from quantforge.tasks.export import IR_XML
+from quantforge.tasks.metrics_cache import cached_metrics, windows_key
+from quantforge.tasks.torch_runtime import SPEED_PROMPT, folder_size_mb
 
-IR_XML = "openvino_model.xml"
 # Perplexity runs at OpenVINO's default inference precision (bf16 on AMX CPUs): what serving gets, 3.4x
 # faster than an f32 hint here, and within 0.1 % of PyTorch fp32 on the bundled model (docs/decisions.md).
-
-
-class Perplexity(BaseModel):
-    """Token-level perplexity over non-overlapping windows."""
-
-    ppl: float
-    mean_nll: float
-    tokens_scored: int
-    windows: int
-
-
-class Speed(BaseModel):
-    """Greedy decode speed through openvino_genai with a fixed prompt and new-token count."""
-
-    tokens_per_second: float
-    ttft_ms: float
-    new_tokens: int
-
-
-class WeightShares(BaseModel):
-    """Share of weight elements stored as 4-bit, 8-bit and floating point."""
-
-    int4: float
-    int8: float
-    float: float
 
 
 def window_nll(logits: np.ndarray, window: np.ndarray) -> float:
@@ -109,11 +83,6 @@ def weight_shares(model_dir: Path) -> WeightShares:
     return WeightShares(**{k: v / total for k, v in counts.items()})
 
 
-def size_mb(model_dir: Path) -> float:
-    """Size on disk of the directory's files, in MiB."""
-    return sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file()) / 2**20
-
-
 def decode_speed(model_dir: Path, new_tokens: int = 64, repeats: int = 2) -> Speed:
     """Median of `repeats` greedy generations of exactly `new_tokens` tokens, after one warm-up."""
     import openvino_genai
@@ -134,34 +103,21 @@ def decode_speed(model_dir: Path, new_tokens: int = 64, repeats: int = 2) -> Spe
     return Speed(tokens_per_second=throughput, ttft_ms=ttft, new_tokens=new_tokens)
 
 
-class Metrics(BaseModel):
-    """Everything measured on one model directory."""
-
-    perplexity: Perplexity
-    speed: Speed | None
-    size_mb: float
-    weights: WeightShares
-    seconds: float = 0.0  # wall time of the whole measurement
-
-
 def measure_model(model_dir: Path, windows: TokenSet, new_tokens: int | None) -> Metrics:
-    """All metrics of one model directory; cached per (directory, evaluation windows, new-token count)."""
-    key = hashlib.sha256(
-        f"{model_dir.resolve()}|{windows.content_hash}|{windows.windows.shape}|{new_tokens}".encode()
-    ).hexdigest()
-    cache = data_dir() / "metrics" / f"{key}.json"
-    if cache.exists():
-        return Metrics.model_validate_json(cache.read_text())
-    started = time.perf_counter()
-    metrics = Metrics(
-        perplexity=perplexity(model_dir, windows),
-        speed=decode_speed(model_dir, new_tokens) if new_tokens else None,
-        size_mb=size_mb(model_dir),
-        weights=weight_shares(model_dir),
-    )
-    metrics.seconds = time.perf_counter() - started
-    write_json(cache, metrics.model_dump(mode="json"))
-    return metrics
+    """All metrics of one model folder; cached per (folder, evaluation windows, new-token count)."""
+
+    def compute() -> Metrics:
+        started = time.perf_counter()
+        metrics = Metrics(
+            perplexity=perplexity(model_dir, windows),
+            speed=decode_speed(model_dir, new_tokens) if new_tokens else None,
+            size_mb=folder_size_mb(model_dir),
+            weights=weight_shares(model_dir),
+        )
+        metrics.seconds = time.perf_counter() - started
+        return metrics
+
+    return cached_metrics(f"openvino|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}", compute)
 
 
-measure_model_task = task(measure_model, name="evaluate", cache_policy=NO_CACHE)
+measure_model_task = task(measure_model, name="openvino-measure", cache_policy=NO_CACHE)

@@ -1,0 +1,100 @@
+"""One recipe's outcome in a run: the registry's record taken as is, or the variant made, measured,
+judged and recorded now. Either way a `VariantResult` naming the files this host can publish."""
+
+from quantforge.core.locks import identity_lock
+from quantforge.core.manifest import is_intact
+from quantforge.core.records import Lineage, RecordedVariant
+from quantforge.registry.registered import registered_files_task
+from quantforge.registry.variants import identity_key, lookup_task, record_variant_task
+from quantforge.tasks.backends import BACKENDS
+from quantforge.tasks.backends.base import Baseline, Job
+from quantforge.tasks.gate import GateLimits, effective_limits, judge, ppl_increase_pct
+from quantforge.tasks.plan import Decision, decide
+from quantforge.tasks.report import VariantResult
+from quantforge.tasks.variants import make_variant
+
+
+def registry_key(job: Job) -> str:
+    """The job's identity in the registry (and on the Hub, and in this host's locks)."""
+    return identity_key(job.source.repo, job.source.sha, job.identity)
+
+
+def lookup_records(jobs: list[Job]) -> dict[str, RecordedVariant | None]:
+    """The registry's record of each job on its evaluation windows, by recipe name."""
+    return {job.recipe.name: lookup_task(registry_key(job), job.evaluation.content_hash) for job in jobs}
+
+
+def outcome(
+    job: Job,
+    decision: Decision,
+    baselines: dict[str, Baseline],
+    evaluation: str,
+    mlflow_run: str,
+    gates: GateLimits,
+) -> VariantResult:
+    """Take the record, or make the variant; decided again under the identity's lock when the plan said
+    make, since a concurrent run on this host may have made it meanwhile."""
+    if decision.make:
+        with identity_lock(registry_key(job)):
+            decision = decide(job.recipe, lookup_task(registry_key(job), job.evaluation.content_hash), gates)
+            if decision.make:
+                return _made(
+                    job, baselines[BACKENDS[job.recipe.backend].runtime.name], evaluation, mlflow_run, gates
+                )
+    return _reused(job, decision.reuse)
+
+
+def _reused(job: Job, record: RecordedVariant) -> VariantResult:
+    if record.model_version is not None:  # this host's copy if it is what the registry holds, else pulled
+        path = registered_files_task(record.model_name, record.model_version, job.target)
+    else:
+        path = job.target if is_intact(job.target) else None
+    return VariantResult(
+        recipe=job.recipe.name,
+        backend=job.recipe.backend,
+        recipe_hash=job.recipe.content_hash(),
+        identity=record.identity,
+        path=path,
+        reused=True,
+        quantize_seconds=record.quantize_seconds,
+        quantize_peak_pss_mb=record.quantize_peak_pss_mb,
+        metrics=record.metrics,
+        ppl_increase_pct=record.ppl_increase_pct,
+        verdict=record.verdict,
+        model_name=record.model_name,
+        model_version=record.model_version,
+    )
+
+
+def _made(job: Job, baseline: Baseline, evaluation: str, mlflow_run: str, gates: GateLimits) -> VariantResult:
+    made, metrics = make_variant(job, baseline)
+    verdict = judge(metrics, baseline.metrics, effective_limits(job.recipe, gates))
+    increase = ppl_increase_pct(metrics, baseline.metrics)
+    lineage = Lineage(
+        source_repo=job.source.repo,
+        source_sha=job.source.sha,
+        evaluation=evaluation,
+        evaluation_hash=job.evaluation.content_hash,
+        baseline=baseline.metrics,
+    )
+    record = record_variant_task(
+        mlflow_run, job.target, made.manifest, made.usage, metrics, increase, verdict, lineage
+    )
+    path = job.target
+    if record.model_version is not None:  # another host's version may have won: publish what it holds
+        path = registered_files_task(record.model_name, record.model_version, job.target)
+    return VariantResult(
+        recipe=job.recipe.name,
+        backend=job.recipe.backend,
+        recipe_hash=job.recipe.content_hash(),
+        identity=record.identity,
+        path=path,
+        reused=made.usage is None,
+        quantize_seconds=made.usage.seconds if made.usage else None,
+        quantize_peak_pss_mb=made.usage.peak_pss_mb if made.usage else None,
+        metrics=metrics,
+        ppl_increase_pct=increase,
+        verdict=verdict,
+        model_name=record.model_name,
+        model_version=record.model_version,
+    )

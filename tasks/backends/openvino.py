@@ -1,0 +1,192 @@
+"""The OpenVINO backend: the source exported once to an IR, compressed by NNCF as the recipe says
+(through optimum-intel's configs), measured with OpenVINO and openvino_genai."""
+
+from __future__ import annotations
+
+import shutil
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from quantforge.core.atomic import atomic_dir, write_json
+from quantforge.core.errors import QuantforgeError
+from quantforge.core.manifest import CHECKSUMS_FILE
+from quantforge.core.paths import data_dir
+from quantforge.core.records import Metrics
+from quantforge.tasks.backends.base import Backend, Baseline, Job, Made, Runtime, write_manifest
+from quantforge.tasks.datasets import TokenSet
+from quantforge.tasks.export import IR_BIN, IR_XML, BaselineIR, export_baseline
+from quantforge.tasks.fetch import SourceModel
+from quantforge.tasks.openvino_measure import measure_model_task
+from quantforge.tasks.resources import measure
+from quantforge.tasks.toolchain import installed_versions, versions_hash
+
+if TYPE_CHECKING:
+    from quantforge.tasks.recipes import Recipe
+    from quantforge.tasks.request import QuantizeRequest
+
+PACKAGES = ("openvino", "openvino-tokenizers", "nncf", "optimum-intel", "optimum", "transformers", "torch")
+
+
+class OpenVinoRuntime(Runtime):
+    name = "openvino"
+    label = "original (OpenVINO IR)"
+
+    def baseline(self, source: SourceModel, evaluation: TokenSet, request: QuantizeRequest) -> Baseline:
+        """The source exported once per (sha, dtype, toolchain), measured like every variant."""
+        ir = task(export_ir, name="openvino-export", cache_policy=NO_CACHE)(source, request.export_dtype)
+        metrics = measure_model_task(ir.path, evaluation, request.new_tokens)
+        return Baseline(runtime=self.name, label=self.label, metrics=metrics, folder=ir.path, usage=ir.usage)
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    runtime = OpenVinoRuntime()
+    packages = PACKAGES
+    tool = "OpenVINO + NNCF"
+    library_tags = ("openvino", "nncf")
+
+    def recipe_problems(self, recipe: Recipe) -> list[str]:
+        if recipe.bits not in (4, 8):
+            return [f"`bits` must be 4 or 8 with backend openvino, got {recipe.bits}"]
+        return []
+
+    def check_with_tool(self, recipe: Recipe) -> None:
+        _check_with_optimum(recipe)
+
+    def make(self, job: Job, baseline: Baseline) -> Made:
+        return quantize(baseline.folder, job)
+
+    def measure(self, job: Job) -> Metrics:
+        return measure_model_task(job.target, job.evaluation, job.new_tokens)
+
+    def usage(self, repo_id: str) -> list[str]:
+        return [
+            "```python",
+            "import openvino_genai",
+            "from huggingface_hub import snapshot_download",
+            f'pipe = openvino_genai.LLMPipeline(snapshot_download("{repo_id}"), "CPU")',
+            'print(pipe.generate("What is OpenVINO?", max_new_tokens=64))',
+            "```",
+            "",
+            "```python",
+            "from optimum.intel import OVModelForCausalLM",
+            "from transformers import AutoTokenizer",
+            f'model = OVModelForCausalLM.from_pretrained("{repo_id}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+            "```",
+        ]
+
+
+def export_ir(source: SourceModel, dtype: Literal["fp16", "fp32"]) -> BaselineIR:
+    """The source as an OpenVINO IR, exported once per (source, dtype, this backend's toolchain)."""
+    return export_baseline(source, dtype, versions_hash(installed_versions(PACKAGES)))
+
+
+def quantize(ir_dir: Path, job: Job) -> Made:
+    """A fresh read of the IR at `ir_dir` compressed by nncf as the job's recipe says, written at
+    `job.target` with its manifest, atomically."""
+    if job.recipe.data_aware and job.calibration is None:
+        raise QuantforgeError(f"recipe {job.recipe.name!r} is data-aware and needs `calibration` data")
+    needs_bytes = (ir_dir / IR_BIN).stat().st_size  # a compressed copy is never larger
+    with atomic_dir(job.target, needs_bytes) as tmp:
+        with measure() as usage:
+            _compress(ir_dir, job.recipe, job.calibration, tmp)
+        return Made(manifest=write_manifest(job, tmp), usage=usage)
+
+
+def to_optimum_config(recipe: Recipe) -> Any:
+    """The one translation: a Recipe as optimum-intel's config (its to_nncf_dict feeds nncf)."""
+    from optimum.intel import OVQuantizationConfig, OVWeightQuantizationConfig
+
+    if recipe.static:
+        return OVQuantizationConfig(
+            bits=8,
+            sym=recipe.sym,
+            smooth_quant_alpha=recipe.smooth_quant_alpha,
+            model_type="transformer",  # keeps LayerNorm/softmax paths out of INT8, as optimum does for LLMs
+        )
+    return OVWeightQuantizationConfig(
+        bits=recipe.bits,
+        sym=recipe.sym,
+        group_size=recipe.group_size,
+        ratio=recipe.ratio,
+        quant_method="awq" if recipe.awq else "default",
+        scale_estimation=recipe.scale_estimation or None,
+        gptq=recipe.gptq or None,
+        lora_correction=recipe.lora_correction or None,
+        backup_precision=recipe.backup_precision,
+        group_size_fallback=recipe.group_size_fallback if recipe.bits == 4 else None,
+    )
+
+
+def nncf_call(recipe: Recipe) -> tuple[str, dict[str, Any]]:
+    """Which nncf function the recipe runs and its keyword arguments (no dataset, no model)."""
+    kwargs = to_optimum_config(recipe).to_nncf_dict()
+    return ("quantize" if recipe.static else "compress_weights"), kwargs
+
+
+def _check_with_optimum(recipe: Recipe) -> None:
+    """optimum-intel's own checks, so nothing it would refuse gets through.
+
+    Remembered per recipe and optimum-intel version: importing optimum-intel takes seconds (torch,
+    transformers, nncf), and a rerun whose variants are all registered never needs it otherwise.
+    """
+    checked = data_dir() / "recipes-checked" / f"{recipe.content_hash()}-{version('optimum-intel')}"
+    if checked.exists():
+        return
+    to_optimum_config(recipe)
+    checked.parent.mkdir(parents=True, exist_ok=True)
+    checked.touch()
+
+
+def _calibration_dataset(model, samples: TokenSet):
+    """nncf.Dataset of full-sequence inputs for the stateful IR (nncf resets the state per item)."""
+    import nncf
+
+    names = {port.get_any_name() for port in model.inputs}
+
+    def to_inputs(ids: np.ndarray) -> dict[str, np.ndarray]:
+        inputs = {
+            "input_ids": ids[None],
+            "attention_mask": np.ones_like(ids[None]),
+            "position_ids": np.arange(ids.shape[0], dtype=np.int64)[None],
+            "beam_idx": np.zeros(1, dtype=np.int32),
+        }
+        return {k: v for k, v in inputs.items() if k in names}
+
+    return nncf.Dataset(list(samples.windows), to_inputs)
+
+
+def _compress(baseline_dir: Path, recipe: Recipe, calibration: TokenSet | None, out: Path) -> None:
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(baseline_dir / IR_XML)  # fresh read: nncf compresses in place
+    function, kwargs = nncf_call(recipe)
+    dataset = _calibration_dataset(model, calibration) if recipe.data_aware else None
+    if dataset is not None:
+        kwargs["subset_size"] = len(calibration.windows)
+    if function == "quantize":
+        compressed = nncf.quantize(model, calibration_dataset=dataset, **kwargs)
+    else:
+        compressed = nncf.compress_weights(model, dataset=dataset, **kwargs)
+    ov.save_model(compressed, out / IR_XML, compress_to_fp16=False)
+    for extra in baseline_dir.iterdir():
+        if extra.name not in (IR_XML, IR_BIN, CHECKSUMS_FILE) and extra.is_file():
+            shutil.copy2(extra, out / extra.name)
+    # optimum-intel reads this to know how the weights were quantized.
+    write_json(
+        out / "openvino_config.json",
+        {
+            "quantization_config": to_optimum_config(recipe).to_dict(),
+            "dtype": "int8" if recipe.bits == 8 else "int4",
+        },
+    )
+
+
+BACKEND = OpenVinoBackend()
