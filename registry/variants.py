@@ -23,6 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from quantforge.core.manifest import MANIFEST_FILE, Manifest, sha256_file
+from quantforge.core.names import short_name
 from quantforge.core.records import Lineage, Metrics, RecordedVariant, StepUsage, Verdict
 from quantforge.registry.tracking import experiment_id, mlflow_client
 
@@ -41,7 +42,7 @@ def identity_key(source_repo: str, source_sha: str, variant_identity: str) -> st
 
 def registered_model_name(source_repo: str, recipe_name: str) -> str:
     """`smollm2-135m-instruct--int4-awq-se`: one registered model per (source model, recipe)."""
-    model = source_repo.split(":", 1)[-1].rsplit("/", 1)[-1].lower()
+    model = short_name(source_repo).lower()
     return f"{re.sub(r'[^a-z0-9._-]+', '-', model)}--{recipe_name}"
 
 

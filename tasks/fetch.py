@@ -49,11 +49,6 @@ class SourceModel(BaseModel):
     local_dir: Path
 
     @property
-    def short_name(self) -> str:
-        """The model's name without namespace, e.g. `SmolLM2-135M-Instruct`."""
-        return self.repo.split(":", 1)[-1].rsplit("/", 1)[-1]
-
-    @property
     def cache_key(self) -> str:
         """Folder name for everything derived from this exact source."""
         # No "@": transformers and optimum read "name@rev" in a path as a Hub revision.

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from quantforge.core.atomic import atomic_dir
 from quantforge.core.errors import QuantforgeError
+from quantforge.core.names import short_name
 from quantforge.tasks.report import RunReport, write_report
 
 
@@ -37,7 +38,7 @@ def _link_tree(source: Path, target: Path) -> None:
 
 def write_output(report: RunReport, output_dir: Path) -> Path:
     """Build `<output_dir>/<model>-<sha7>/` in a temporary folder, then rename it into place."""
-    final = output_dir / f"{report.source_repo.split(':')[-1].split('/')[-1]}-{report.source_sha[:7]}"
+    final = output_dir / f"{short_name(report.source_repo)}-{report.source_sha[:7]}"
     with atomic_dir(final, replace_existing=True) as staging:
         for variant in report.variants:
             if variant.path is not None:

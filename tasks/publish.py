@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from quantforge.core.errors import QuantforgeError
 from quantforge.core.hub import hub_api
 from quantforge.core.manifest import Manifest
+from quantforge.core.names import short_name
 from quantforge.core.retries import only_io_errors
 
 DEFAULT_REPO_TEMPLATE = "{namespace}/{source}-{recipe}-ov"
@@ -34,9 +35,8 @@ class Publication(BaseModel):
 
 def hub_repo_id(template: str, namespace: str, source_repo: str, recipe_name: str) -> str:
     """`{namespace}/{source}-{recipe}-ov` filled in, e.g. `acme/SmolLM2-135M-Instruct-int4-awq-se-ov`."""
-    source = source_repo.split(":", 1)[-1].rsplit("/", 1)[-1]
     try:
-        repo_id = template.format(namespace=namespace, source=source, recipe=recipe_name)
+        repo_id = template.format(namespace=namespace, source=short_name(source_repo), recipe=recipe_name)
     except (KeyError, IndexError, ValueError) as error:
         raise QuantforgeError(
             f"`hub_repo_template`: {template!r} is not a valid template ({error})"
