@@ -2,7 +2,7 @@
 
 The main environment (torchao, the PyTorch fp32 reference) and the IPEX worker (`workers/ipex_worker.py`,
 torch 2.8 + transformers 4.51) import this file, so it needs nothing but numpy, torch and transformers.
-The protocol is the OpenVINO one of `tasks/evaluate.py`: one forward pass per window from a fresh
+The protocol is the OpenVINO one of `tasks/openvino_measure.py`: one forward pass per window from a fresh
 state, token t predicted from tokens < t, summed cross-entropy of window[1:], the same fixed prompt and
 greedy new-token count for speed.
 """
@@ -26,7 +26,7 @@ def window_nll(logits, window: np.ndarray) -> float:
 
 
 def perplexity(model, windows: np.ndarray) -> dict:
-    """Score every window in one forward pass; the keys are those of `tasks.evaluate.Perplexity`."""
+    """Score every window in one forward pass; the keys are those of `quantforge.core.records.Perplexity`."""
     import torch
 
     total_nll = 0.0
@@ -63,7 +63,7 @@ def decode_speed(model, prompt_ids: np.ndarray, new_tokens: int, repeats: int = 
 
     `prompt_ids` is `SPEED_PROMPT` tokenized by the main environment, so both environments decode from
     the same ids. TTFT is prompt-to-first-token; throughput counts the tokens after the first over the
-    time they took, as openvino_genai's does. The keys are those of `tasks.evaluate.Speed`.
+    time they took, as openvino_genai's does. The keys are those of `quantforge.core.records.Speed`.
     """
     import torch
 

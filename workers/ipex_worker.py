@@ -4,9 +4,10 @@
 
 SPEC: `action` (`baseline` or `variant`), `model_dir`, `evaluation` (.npy token windows), `calibration`
 (.npy or null), `output_dir` (an empty folder the caller renames into place), `ipex` (the recipe's
-spec from `tasks.recipes.to_ipex_spec`), `prompt_ids`, `new_tokens`. RESULT: perplexity, speed and
-weight shares (the keys of tasks/evaluate.py's models), quantize seconds and peak RSS. Only this
-environment's packages are imported here (and tasks/torch_runtime.py, which needs nothing else).
+spec from `tasks/backends/ipex.py`'s `to_ipex_spec`), `prompt_ids`, `new_tokens`. RESULT: perplexity,
+speed and weight shares (the keys of quantforge/core/records.py's models), quantize seconds and peak
+RSS. Only this environment's packages are imported here (and tasks/torch_runtime.py, which needs
+nothing else).
 
 Every variant is saved as TorchScript (`ipex_model.pt`) and measured through that saved graph, as a
 serving host runs it: `load_ipex_variant(folder)` puts it behind `model.generate()`.
