@@ -1,18 +1,20 @@
 """The `quantforge` command."""
 
+import inspect
 import logging
 import os
 import sys
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from quantforge.core.errors import QuantforgeError
 from quantforge.core.redact import install_log_redaction, redact
@@ -20,9 +22,29 @@ from quantforge.core.redact import install_log_redaction, redact
 PLUGIN_GROUP = "quantforge.commands"  # entry points: plain functions with typer Annotated parameters
 
 
-class _WithPlugins(TyperGroup):
-    """The product's commands, then each `quantforge.commands` entry point, loaded only when listed or called:
-    `quantforge run` never imports a plugin, and a plugin that fails to load costs one line on stderr."""
+class _Deferred(click.Command):
+    """A command listed by its name and summary and built on first use: `run`'s options come from
+    QuantizeRequest, whose import (Prefect, huggingface_hub) takes seconds that `quantforge --help` should
+    not spend."""
+
+    def __init__(self, name: str, build: Callable[[], click.Command], summary: str | None) -> None:
+        super().__init__(name, help=summary)
+        self._build = build
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent=None, **extra: Any
+    ) -> click.Context:
+        return self._build().make_context(info_name, args, parent=parent, **extra)
+
+
+class _Commands(TyperGroup):
+    """`run`, the product's other commands, then each `quantforge.commands` entry point, loaded only when
+    listed or called: `quantforge run` never imports a plugin, and a plugin that fails to load costs one line
+    on stderr."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = {"run": _Deferred("run", _run_command, inspect.getdoc(run)), **self.commands}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugins()
@@ -52,7 +74,7 @@ class _WithPlugins(TyperGroup):
 
 
 app = typer.Typer(
-    cls=_WithPlugins,
+    cls=_Commands,
     help="A quantization factory for LLMs served on Intel CPUs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -98,104 +120,44 @@ def one_line(error: ValidationError) -> str:
     return f"`{field}`: {message} (got {first['input']!r})" if first["loc"] else message
 
 
-@app.command()
-def run(
-    model: Annotated[
-        str,
-        typer.Argument(help="Hub id (org/name), a local model directory, or bundled:SmolLM2-135M-Instruct"),
-    ],
-    revision: Annotated[str, typer.Option(help="Branch, tag or commit sha of a Hub model.")] = "main",
-    recipes: Annotated[
-        str, typer.Option(help="Recipe set name (see `quantforge recipes`) or YAML path.")
-    ] = "default",
-    only: Annotated[
-        list[str] | None, typer.Option(help="Run only this recipe of the set (repeatable).")
-    ] = None,
-    calibration: Annotated[
-        str | None, typer.Option(help="wikitext2, c4, or a .txt/.jsonl file or folder.")
-    ] = None,
-    eval: Annotated[
-        str, typer.Option("--eval", help="wikitext2, c4, or a .txt/.jsonl file or folder.")
-    ] = "wikitext2",
-    num_samples: Annotated[int, typer.Option(help="Calibration samples.")] = 64,
-    seq_len: Annotated[int, typer.Option(help="Tokens per calibration sample.")] = 128,
-    window: Annotated[int, typer.Option(help="Tokens per perplexity window.")] = 512,
-    max_eval_windows: Annotated[int, typer.Option(help="At most this many evaluation windows.")] = 32,
-    seed: Annotated[int, typer.Option(help="Calibration sampling seed.")] = 0,
-    new_tokens: Annotated[int, typer.Option(help="Tokens generated in the decode speed test.")] = 64,
-    export_dtype: Annotated[str, typer.Option(help="Baseline IR precision: fp16 or fp32.")] = "fp16",
-    max_ppl_increase: Annotated[
-        float | None, typer.Option(help="Gate: max Δppl in % for every recipe.")
-    ] = None,
-    max_ppl: Annotated[float | None, typer.Option(help="Gate: max absolute perplexity.")] = None,
-    min_speedup: Annotated[
-        float | None, typer.Option(help="Gate: min decode speed-up vs the baseline.")
-    ] = None,
-    max_size_mb: Annotated[float | None, typer.Option(help="Gate: max size on disk in MiB.")] = None,
-    output: Annotated[Path, typer.Option(help="Folder for the variants and the report.")] = Path(
-        "quantforge-output"
-    ),
-    trust_remote_code: Annotated[
-        bool, typer.Option(help="Allow models whose config needs remote code.")
-    ] = False,
-    allow_pickle: Annotated[
-        bool, typer.Option(help="Accept pickled (*.bin) weights when no safetensors.")
-    ] = False,
-    hub_namespace: Annotated[
-        str | None,
-        typer.Option(
-            help="Publish passing variants to the Hub (HF_ENDPOINT, token HF_TOKEN) under this namespace."
-        ),
-    ] = None,
-    private: Annotated[bool, typer.Option(help="Create the Hub repos private.")] = False,
-    hub_repo_template: Annotated[
-        str, typer.Option(help="Hub repo of each variant; fields {namespace}, {source}, {recipe}.")
-    ] = "{namespace}/{source}-{recipe}-ov",
-    promote_best: Annotated[
-        bool, typer.Option(help="Point the `champion` alias at the best passing variant's version.")
-    ] = False,
-) -> None:
+def run(values: dict[str, Any]) -> None:
     """Quantize MODEL with every recipe of a set, measure each against the original, and gate them."""
     from quantforge.tasks.request import QuantizeRequest
 
     try:
-        request = QuantizeRequest(
-            model=model,
-            revision=revision,
-            recipes=recipes,
-            only=only or [],
-            calibration=calibration,
-            evaluation=eval,
-            num_samples=num_samples,
-            seq_len=seq_len,
-            window=window,
-            max_eval_windows=max_eval_windows,
-            seed=seed,
-            new_tokens=new_tokens,
-            export_dtype=export_dtype,
-            gates={
-                "max_ppl_increase_pct": max_ppl_increase,
-                "max_ppl": max_ppl,
-                "min_speedup": min_speedup,
-                "max_size_mb": max_size_mb,
-            },
-            output_dir=output,
-            trust_remote_code=trust_remote_code,
-            allow_pickle=allow_pickle,
-            hub_namespace=hub_namespace,
-            hub_private=private,
-            hub_repo_template=hub_repo_template,
-            promote_best=promote_best,
-        )
+        request = QuantizeRequest(**values)
     except ValidationError as error:
         fail(one_line(error))
     except QuantforgeError as error:
         fail(str(error))
     report = run_flow(request)
     print_report(report)
-    console.print(f"report and variants in {output.resolve()}", soft_wrap=True)
+    console.print(f"report and variants in {request.output_dir.resolve()}", soft_wrap=True)
     if report.best is None:
         sys.exit(1)
+
+
+def _run_command() -> click.Command:
+    """`run` with one option per QuantizeRequest field (MODEL positional), gate limits flattened."""
+    from quantforge.cli_options import field_paths, options_from
+    from quantforge.tasks.request import QuantizeRequest
+
+    paths = field_paths(QuantizeRequest)
+
+    class OneLineErrors(TyperCommand):
+        """A value click cannot convert (`--num-samples x`) is one line naming the field, as pydantic's."""
+
+        def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+            try:
+                return super().parse_args(ctx, args)
+            except click.BadParameter as error:
+                if isinstance(error, click.MissingParameter) or error.param is None:
+                    raise
+                fail(f"`{'.'.join(paths[error.param.name])}`: {error.message}")
+
+    command = typer.Typer(add_completion=False)
+    command.command("run", cls=OneLineErrors)(options_from(QuantizeRequest, arguments=("model",))(run))
+    return typer.main.get_command(command)
 
 
 def run_flow(request):

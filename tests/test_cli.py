@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Annotated
 
 import pytest
@@ -59,7 +60,9 @@ def test_plugin_commands_are_added_and_a_broken_one_is_one_line(monkeypatch):
     [
         (["--recipes", "nope"], "`recipes`: unknown recipe set 'nope'"),
         (["--num-samples", "0"], "`num_samples`: Input should be greater than or equal to 1 (got 0)"),
-        (["--export-dtype", "int3"], "`export_dtype`"),
+        (["--export-dtype", "int3"], "`export_dtype`: 'int3' is not one of 'fp16', 'fp32'."),
+        (["--num-samples", "x"], "`num_samples`: 'x' is not a valid integer."),
+        (["--max-ppl", "0"], "`gates.max_ppl`: Input should be greater than 0 (got 0.0)"),
         (["--only", "int9"], "`only`: no recipe named int9"),
         ([], "`calibration` is required by data-aware recipes: int4-awq-se"),
     ],
@@ -67,11 +70,136 @@ def test_plugin_commands_are_added_and_a_broken_one_is_one_line(monkeypatch):
 def test_invalid_requests_fail_before_any_work(arguments, message, tmp_path):
     output = tmp_path / "out"
     result = runner.invoke(
-        app, ["run", "HuggingFaceTB/SmolLM2-135M-Instruct", "--output", str(output), *arguments]
+        app, ["run", "HuggingFaceTB/SmolLM2-135M-Instruct", "--output-dir", str(output), *arguments]
     )
     assert result.exit_code == 2
-    assert message in " ".join(result.output.split())
+    (line,) = result.output.strip().splitlines()
+    assert message in line
     assert not output.exists()
+
+
+def test_run_options_are_the_request_fields_with_their_help():
+    """One option per field of the request, gate limits flattened, each with the field's description."""
+    from quantforge.cli_options import leaf_fields
+    from quantforge.tasks.request import QuantizeRequest
+
+    result = runner.invoke(app, ["run", "--help"])
+    text = " ".join(result.output.replace("│", " ").split())
+    options = [path for path, _, _ in leaf_fields(QuantizeRequest) if path != ("model",)]
+    assert {path[0] for path in options} == set(QuantizeRequest.model_fields) - {"model"}
+    assert ("gates", "max_ppl_increase_pct") in options
+    for path, field, _ in leaf_fields(QuantizeRequest):
+        assert field.description, f"`{'.'.join(path)}` has no description"
+        if path != ("model",):
+            assert f"--{path[-1].replace('_', '-')} " in text and field.description in text
+
+
+@pytest.mark.xfail(
+    strict=True, reason="click 8.5 sets Argument.help after typer 0.25's TyperArgument did: the help is lost"
+)
+def test_run_help_describes_model():
+    from quantforge.tasks.request import QuantizeRequest
+
+    result = runner.invoke(app, ["run", "--help"])
+    assert QuantizeRequest.model_fields["model"].description in " ".join(
+        result.output.replace("│", " ").split()
+    )
+
+
+@pytest.fixture
+def requested(monkeypatch):
+    """The request `quantforge run` builds, caught before any work."""
+    caught = []
+
+    def catch(request):
+        caught.append(request)
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(cli, "run_flow", catch)
+    return caught
+
+
+def test_run_builds_the_request_the_options_say(requested):
+    from quantforge.tasks import recipes
+    from quantforge.tasks.gate import GateLimits
+    from quantforge.tasks.request import QuantizeRequest
+
+    assert runner.invoke(app, ["run", "org/model", "--recipes", "quick"]).exit_code == 0
+    default = QuantizeRequest(model="org/model", recipes="quick")  # the other defaults are the fields'
+    assert requested.pop() == default
+    options = {
+        "revision": "v1",
+        "recipes": str(Path(recipes.__file__).parent / "recipe_sets" / "quick.yaml"),
+        "only": ["int8-asym", "int4-asym-g128"],
+        "calibration": "c4",
+        "evaluation": str(EVALUATION_TEXT),
+        "num_samples": 8,
+        "seq_len": 16,
+        "window": 32,
+        "max_eval_windows": 2,
+        "seed": 3,
+        "new_tokens": 5,
+        "export_dtype": "fp32",
+        "output_dir": "elsewhere",
+        "trust_remote_code": True,
+        "allow_pickle": True,
+        "hub_namespace": "someone",
+        "hub_private": True,
+        "hub_repo_template": "{namespace}/{recipe}",
+        "promote_best": True,
+    }
+    gates = {"max_ppl_increase_pct": 3.5, "max_ppl": 40.0, "min_speedup": 1.5, "max_size_mb": 300.0}
+    arguments = []
+    for name, value in {**options, **gates}.items():
+        option = f"--{name.replace('_', '-')}"
+        if value is True:
+            arguments.append(option)
+        else:
+            for one in value if isinstance(value, list) else [value]:
+                arguments += [option, str(one)]
+    assert runner.invoke(app, ["run", "org/model", *arguments]).exit_code == 0
+    request = requested.pop()
+    expected = QuantizeRequest(model="org/model", **options, gates=GateLimits(**gates))
+    for name in QuantizeRequest.model_fields:
+        assert getattr(request, name) == getattr(expected, name), name
+        assert name == "model" or getattr(request, name) != getattr(default, name), f"`{name}` not set"
+
+
+def test_options_follow_the_model_a_new_field_included():
+    """A field added to the request (here in a subclass) is an option, with its default and help."""
+    from pydantic import BaseModel, Field
+
+    from quantforge.cli_options import options_from
+    from quantforge.tasks.gate import GateLimits
+    from quantforge.tasks.request import QuantizeRequest
+
+    class Wider(QuantizeRequest):
+        recipes: str = "quick"  # no data-aware recipe: valid without --calibration
+        tries: int = Field(default=3, description="How often to try.")
+        gates: GateLimits = GateLimits(max_ppl=9.0)  # a nested default instance gives its values
+
+    seen = []
+    command = typer.Typer()
+    command.command()(options_from(Wider, arguments=("model",))(seen.append))
+    assert runner.invoke(command, ["org/model", "--tries", "4"]).exit_code == 0
+    assert Wider(**seen.pop()) == Wider(model="org/model", tries=4, gates=GateLimits(max_ppl=9.0))
+    help_text = " ".join(runner.invoke(command, ["--help"]).output.replace("│", " ").split())
+    assert "--tries INTEGER How often to try. [default: 3]" in help_text
+
+    class Clash(BaseModel):
+        max_ppl: float = 1.0
+        gates: GateLimits = GateLimits()
+
+    with pytest.raises(TypeError, match=r"Clash: fields \['max_ppl'\] would be one option each"):
+        options_from(Clash)
+
+
+def test_old_option_names_are_refused():
+    result = runner.invoke(app, ["run", "org/model", "--eval", "c4"])
+    assert (
+        result.exit_code == 2
+        and "No such option '--eval'. (Did you mean one of: '--evaluation'" in result.output
+    )
 
 
 def test_invalid_recipe_file_names_recipe_and_field(tmp_path):
@@ -95,9 +223,9 @@ def test_process_exit_code_and_nothing_left_behind(bundled_model, tmp_path):
             str(bundled_model),
             "--recipes",
             "quick",
-            "--eval",
+            "--evaluation",
             str(EVALUATION_TEXT),
-            "--output",
+            "--output-dir",
             "/etc/hostname/out",
         ],
         capture_output=True,
@@ -118,9 +246,9 @@ def test_process_exit_code_and_nothing_left_behind(bundled_model, tmp_path):
             "quick",
             "--calibration",
             str(CALIBRATION_TEXT),
-            "--eval",
+            "--evaluation",
             str(too_short),
-            "--output",
+            "--output-dir",
             str(output),
         ],
         capture_output=True,
@@ -151,7 +279,14 @@ def test_malformed_or_alias_bomb_recipe_file_is_one_line_exit_2(content, message
     output = tmp_path / "out"
     result = runner.invoke(
         app,
-        ["run", "HuggingFaceTB/SmolLM2-135M-Instruct", "--recipes", str(recipes), "--output", str(output)],
+        [
+            "run",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "--recipes",
+            str(recipes),
+            "--output-dir",
+            str(output),
+        ],
     )
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
@@ -167,8 +302,8 @@ def test_window_longer_than_the_model_context_is_one_line_before_any_work(bundle
     done = subprocess.run(
         [
             *(sys.executable, "-m", "quantforge.cli", "run", str(model)),
-            *("--recipes", "quick", "--eval", str(EVALUATION_TEXT), "--window", "1024"),
-            *("--output", str(output)),
+            *("--recipes", "quick", "--evaluation", str(EVALUATION_TEXT), "--window", "1024"),
+            *("--output-dir", str(output)),
         ],
         capture_output=True,
         text=True,

@@ -221,9 +221,9 @@ def test_the_command_line_refuses_a_hostile_answer_in_one_line_exit_2_without_re
         "mallory/cli",
         "--recipes",
         "quick",
-        "--eval",
+        "--evaluation",
         str(EVALUATION_TEXT),
-        "--output",
+        "--output-dir",
         str(output),
     ]
     result = CliRunner().invoke(app, command)
@@ -258,9 +258,9 @@ def test_the_command_line_refuses_a_bad_config_or_header_in_one_line_exit_2(
         str(folder),
         "--recipes",
         "quick",
-        "--eval",
+        "--evaluation",
         str(EVALUATION_TEXT),
-        "--output",
+        "--output-dir",
         str(tmp_path / "o"),
     ]
     result = CliRunner().invoke(app, command)

@@ -92,9 +92,9 @@ def test_registers_and_pulls_with_credentials_and_refuses_wrong_ones(
     assert line.startswith(f"error: MLflow at {auth_server.url} failed:") and "401" in line
     assert not (tmp_path / "host" / "pulled").exists()
 
-    evaluation = ("--eval", str(EVALUATION_TEXT), "--max-eval-windows", "2")
+    evaluation = ("--evaluation", str(EVALUATION_TEXT), "--max-eval-windows", "2")
     refused_run = cli(
-        "run", str(model), "--recipes", "quick", *evaluation, "--output", str(tmp_path / "o2"), env=wrong
+        "run", str(model), "--recipes", "quick", *evaluation, "--output-dir", str(tmp_path / "o2"), env=wrong
     )
     assert refused_run.returncode == 2, refused_run.stderr[-3000:]
     (line,) = [line for line in refused_run.stderr.splitlines() if line.startswith("error:")]

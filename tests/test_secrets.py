@@ -77,8 +77,8 @@ def test_unreachable_registry_named_without_its_credentials(bundled_model, tmp_p
         return subprocess.run([QUANTFORGE, *args], env=env, capture_output=True, text=True, timeout=600)
 
     run = cli(
-        "run", str(model), "--recipes", "quick", "--only", "int8-asym", "--eval", str(EVALUATION_TEXT),
-        "--max-eval-windows", "1", "--output", str(tmp_path / "out"),
+        "run", str(model), "--recipes", "quick", "--only", "int8-asym", "--evaluation", str(EVALUATION_TEXT),
+        "--max-eval-windows", "1", "--output-dir", str(tmp_path / "out"),
     )  # fmt: skip
     pull = cli("pull", "tiny-llama--int8-asym@champion", "--dest", str(tmp_path / "pulled"))
     for done in (run, pull):
