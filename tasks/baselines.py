@@ -25,7 +25,7 @@ def measure_baselines(
         ppl = baselines[runtime.name].metrics.perplexity.ppl
         if not math.isfinite(ppl):
             raise QuantforgeError(
-                f"baseline perplexity of {source.repo} on {runtime.name} is {ppl}: check the model"
+                f"baseline perplexity of {source.repo} is {ppl} ({runtime.name}): check the model"
             )
     own = {b.name: b.check_baseline(source, evaluation, baselines[b.runtime.name]) for b in backends}
     return baselines, {name: ppl for name, ppl in own.items() if ppl is not None}
