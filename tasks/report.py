@@ -35,7 +35,7 @@ class RunReport(BaseModel):
 
     source_repo: str
     source_sha: str
-    toolchain: dict[str, str]
+    toolchain: dict[str, dict[str, str]]  # by backend: the versions that decide its variants' bytes
     evaluation: str
     evaluation_hash: str
     eval_tokens: int
