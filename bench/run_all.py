@@ -261,8 +261,7 @@ def pull_vs_copy(model_dir: Path, repeats: int) -> dict:
     Both in this process, alternating, after one warm-up pull (a serving agent's steady state), and
     both as commands (`quantforge pull` vs `cp -r`: interpreter and library start-up included).
     """
-    import hashlib
-
+    from quantforge.core.manifest import sha256_file
     from quantforge.registry.pull import pull
 
     spec = "smollm2-135m-instruct--int8-asym@candidate"
@@ -305,8 +304,7 @@ def pull_vs_copy(model_dir: Path, repeats: int) -> dict:
                 copies.append(time.perf_counter() - started)
                 started = time.perf_counter()
                 for file in files:
-                    with file.open("rb") as handle:
-                        hashlib.file_digest(handle, "sha256")
+                    sha256_file(file)
                 hashing.append(time.perf_counter() - started)
                 command = [str(BIN / "quantforge"), "pull", spec, "--dest", str(Path(home) / f"cli-{index}")]
                 commands.append(measured(command, env)["seconds"])

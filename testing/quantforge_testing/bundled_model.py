@@ -6,12 +6,12 @@ transformers can read the GGUF weights, but its GGUF tokenizer conversion is bro
 BPE that SmolLM2 ships on the Hub.
 """
 
-import hashlib
 import importlib.util
 import json
 from pathlib import Path
 
 from quantforge.core.atomic import atomic_dir
+from quantforge.core.manifest import sha256_file
 from quantforge.core.paths import data_dir
 
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
@@ -29,21 +29,12 @@ def gguf_path() -> Path:
     return Path(spec.origin).parent / GGUF_FILE
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def bundled_model_dir() -> Path:
     """Return the built model directory, building it once per GGUF sha256."""
     gguf = gguf_path()
     # The folder bears the model's name: a run on it is `local:SmolLM2-135M-Instruct`, its registered
     # models `smollm2-135m-instruct--RECIPE`, whichever GGUF it was built from.
-    target = data_dir() / "bundled" / file_sha256(gguf)[:16] / BUNDLED_NAME
+    target = data_dir() / "bundled" / sha256_file(gguf)[:16] / BUNDLED_NAME
     if not (target / "config.json").exists():
         with atomic_dir(target) as tmp:
             _build(gguf, tmp)
