@@ -15,7 +15,7 @@ from quantforge.registry.aliases import CHAMPION_ALIAS, promote_task
 from quantforge.registry.outcomes import lookup_records, outcome
 from quantforge.registry.publishing import publish_registered
 from quantforge.registry.variants import finish_flow_run, flow_run
-from quantforge.tasks.baselines import measure_baselines, recorded_baselines, run_toolchain
+from quantforge.tasks.baselines import measure_baselines, run_baselines, run_toolchain
 from quantforge.tasks.datasets import calibration_samples_task, evaluation_windows_task
 from quantforge.tasks.fetch import fetch_source_task
 from quantforge.tasks.output import check_writable, write_output_task
@@ -64,8 +64,7 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
                 outcome(job, decision, baselines, request.evaluation, mlflow_run, request.gates)
                 for job, decision in zip(jobs, decisions, strict=True)
             ]
-        reused = [(d.reuse, d.recipe) for d in decisions if not d.make]
-        baselines = recorded_baselines(*zip(*reused, strict=True)) | baselines if reused else baselines
+        baselines = run_baselines(baselines, decisions)
         failures = publish_registered(results, baselines, request) if request.hub_namespace else []
         report = RunReport(
             source_repo=source.repo,

@@ -4,11 +4,11 @@ runtime is made, else taken from the lineage of the records the run reuses."""
 import math
 
 from quantforge.core.errors import QuantforgeError
-from quantforge.core.records import RecordedVariant
 from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.backends.base import Baseline
 from quantforge.tasks.datasets import TokenSet
 from quantforge.tasks.fetch import SourceModel
+from quantforge.tasks.plan import Decision
 from quantforge.tasks.recipes import Recipe
 from quantforge.tasks.request import QuantizeRequest
 
@@ -31,15 +31,18 @@ def measure_baselines(
     return baselines, {name: ppl for name, ppl in own.items() if ppl is not None}
 
 
-def recorded_baselines(records: list[RecordedVariant], recipes: list[Recipe]) -> dict[str, Baseline]:
-    """Each runtime's baseline as the first reused record of a variant on it measured it."""
-    baselines = {}
-    for record, recipe in zip(records, recipes, strict=True):
-        runtime = BACKENDS[recipe.backend].runtime
-        baselines.setdefault(
-            runtime.name, Baseline(runtime=runtime.name, label=runtime.label, metrics=record.lineage.baseline)
-        )
-    return baselines
+def run_baselines(measured: dict[str, Baseline], decisions: list[Decision]) -> dict[str, Baseline]:
+    """Every runtime's baseline the run has variants on: as measured now, else as the first reused record
+    measured it; OpenVINO's first, in the order of `BACKENDS`."""
+    baselines = dict(measured)
+    for decision in decisions:
+        runtime = BACKENDS[decision.recipe.backend].runtime
+        if decision.reuse is not None and runtime.name not in baselines:
+            baselines[runtime.name] = Baseline(
+                runtime=runtime.name, label=runtime.label, metrics=decision.reuse.lineage.baseline
+            )
+    order = list(dict.fromkeys(b.runtime.name for b in BACKENDS.values()))
+    return dict(sorted(baselines.items(), key=lambda item: order.index(item[0])))
 
 
 def run_toolchain(recipes: list[Recipe]) -> dict[str, dict[str, str]]:

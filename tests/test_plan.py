@@ -66,3 +66,18 @@ def test_a_record_that_failed_then_but_passes_now_is_made_again_to_be_registered
     assert decision.make
     (still_failing,) = plan([INT4], {"int4": failed_then}, GateLimits())
     assert not still_failing.make and not still_failing.reuse.verdict.passed
+
+
+def test_a_runtime_whose_variants_are_all_reused_takes_its_baseline_from_their_record():
+    from quantforge.tasks.backends.base import Baseline
+    from quantforge.tasks.baselines import run_baselines
+
+    torchao = Recipe(name="torchao-int8", backend="torchao", bits=8, sym=True)
+    decisions = plan(
+        [torchao, INT8], {"torchao-int8": record(torchao, 20.1, passed=True, version=1)}, GateLimits()
+    )
+    measured = {"openvino": Baseline(runtime="openvino", label="IR", metrics=metrics(19.0))}
+    baselines = run_baselines(measured, decisions)
+    assert list(baselines) == ["openvino", "pytorch"]  # the OpenVINO IR first, whatever the recipes' order
+    assert baselines["openvino"].metrics.perplexity.ppl == 19.0
+    assert baselines["pytorch"].metrics.perplexity.ppl == 20.0 and baselines["pytorch"].usage is None
