@@ -32,16 +32,15 @@ def outcome(
     mlflow_run: str,
     gates: GateLimits,
 ) -> VariantResult:
-    """Take the record, or make the variant; decided again under the identity's lock when the plan said
-    make, since a concurrent run on this host may have made it meanwhile."""
-    if decision.make:
-        with identity_lock(registry_key(job)):
+    """Take the record, or make the variant, under the identity's lock: a concurrent run on this host
+    may be writing its folder, or have made it since the plan (then it is decided again)."""
+    with identity_lock(registry_key(job)):
+        if decision.make:
             decision = decide(job.recipe, lookup_task(registry_key(job), job.evaluation.content_hash), gates)
-            if decision.make:
-                return _made(
-                    job, baselines[BACKENDS[job.recipe.backend].runtime.name], evaluation, mlflow_run, gates
-                )
-    return _reused(job, decision.reuse)
+        if decision.make:
+            runtime = BACKENDS[job.recipe.backend].runtime.name
+            return _made(job, baselines[runtime], evaluation, mlflow_run, gates)
+        return _reused(job, decision.reuse)
 
 
 def _reused(job: Job, record: RecordedVariant) -> VariantResult:

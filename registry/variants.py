@@ -61,7 +61,7 @@ def lookup(identity: str, evaluation_hash: str) -> RecordedVariant | None:
     )
     if not runs:
         return None
-    tags = runs[0].data.tags
+    tags, metrics = runs[0].data.tags, runs[0].data.metrics
     name = tags.get(f"{TAG}model_name")
     return RecordedVariant(
         identity=identity,
@@ -71,8 +71,9 @@ def lookup(identity: str, evaluation_hash: str) -> RecordedVariant | None:
         ppl_increase_pct=float(tags[f"{TAG}ppl_increase_pct"]),
         verdict=Verdict.model_validate_json(tags[f"{TAG}verdict"]),
         lineage=Lineage.model_validate_json(tags[f"{TAG}lineage"]),
-        quantize_seconds=runs[0].data.metrics.get("quantize_seconds"),
-        quantize_peak_pss_mb=runs[0].data.metrics.get("quantize_peak_pss_mb"),
+        quantize_seconds=metrics.get("quantize_seconds"),
+        # the same figure under its earlier name, in runs recorded before issue 16's rename
+        quantize_peak_pss_mb=metrics.get("quantize_peak_pss_mb", metrics.get("quantize_peak_rss_mb")),
         model_name=name,
         model_version=settle(client, name, identity) if name else None,
     )

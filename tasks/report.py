@@ -108,7 +108,7 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
             b.metrics,
             "-",
             "-",
-            _cost(b.usage.seconds, b.usage.peak_pss_mb) if b.usage else "reused",
+            _cost(b.usage.seconds, b.usage.peak_pss_mb) if b.usage else "-",
             "-",
         )
         for runtime, b in report.baselines.items()
@@ -193,10 +193,10 @@ def write_report(report: RunReport, folder: Path) -> None:
     write_json(folder / "report.json", report.model_dump(mode="json"))
     (folder / "report.md").write_text(markdown(report))
     pareto_plot(report, folder / "pareto.png")
-    _publish_artifacts(report)
+    _prefect_artifacts(report)
 
 
-def _publish_artifacts(report: RunReport) -> None:
+def _prefect_artifacts(report: RunReport) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.context import FlowRunContext
 

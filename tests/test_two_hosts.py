@@ -188,7 +188,7 @@ def test_a_variant_cached_with_the_old_manifest_format_is_read_registered_and_pu
     make_variant(folder, "a" * 40)
     written = json.loads((folder / MANIFEST_FILE).read_text())
     (folder / MANIFEST_FILE).write_text(
-        json.dumps({**written, "quantize": {"seconds": 9.5, "peak_pss_mb": 800.0}})
+        json.dumps({**written, "quantize": {"seconds": 9.5, "peak_rss_mb": 800.0}})
     )
     assert is_intact(folder)
 

@@ -13,6 +13,7 @@ Every variant is saved as TorchScript (`ipex_model.pt`) and measured through tha
 serving host runs it: `load_ipex_variant(folder)` puts it behind `model.generate()`.
 """
 
+import importlib.util
 import json
 import resource
 import sys
@@ -23,10 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# The IPEX environment does not install quantforge: the one module it shares is imported by its path,
-# which is the same beside this file in the repository (tasks/) and in the installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
-import torch_runtime  # noqa: E402
+
+def _load_torch_runtime():
+    """The IPEX environment does not install quantforge: the one module it shares is loaded from its
+    file, beside this one in the repository (tasks/) as in the installed package, without putting that
+    folder (whose other modules would shadow installed names) on the import path."""
+    path = Path(__file__).resolve().parents[1] / "tasks" / "torch_runtime.py"
+    spec = importlib.util.spec_from_file_location("torch_runtime", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+torch_runtime = _load_torch_runtime()
 
 GRAPH_FILE = "ipex_model.pt"
 SPEC_FILE = "quantforge_ipex.json"
