@@ -1,6 +1,6 @@
 """The reuse policy: which recipes a run takes from the registry as they are, and which it makes.
 
-Pure: records in, decisions out, no Prefect, no MLflow, no files.
+Pure: records in, decisions out; it runs no Prefect task, asks no MLflow server and reads no file.
 """
 
 from pydantic import BaseModel
