@@ -1,4 +1,21 @@
-"""IPEX and torchao variants beside an OpenVINO one, end to end on the bundled model through Prefect.
+"""IPEX and torchao variants beside an OpenVINO one, end to end through Prefect, on a tiny random Llama.
+
+What is tested here is the mechanics: all three backends made, measured, gated and registered when
+they pass; the fp32 baseline agreeing across the two environments; IPEX artifacts loading for
+generation. The model is a tiny random-weight Llama (TINY sizes of quantforge_testing.tiny_models, the
+bundled model's tokenizer): seconds per variant instead of minutes. Its weights are drawn wider than
+transformers' default (`initializer_range`) so its predictions are far from uniform and depend on every
+weight: a non-default `rope_theta` read wrongly in the IPEX environment moves its perplexity by ~7 %
+(measured), which the 0.5 % agreement check catches; at the default 0.02 it moved by 0.001 %.
+
+Not tested here, because random weights give it no meaning: the quality of the variants. A random
+model's Δppl under 4-bit quantization is noise of either sign (round-to-nearest INT4 of such models
+scored below their INT8 on some seeds), so "group-wise INT4 beats IPEX's per-channel default", "INT4
+costs more than INT8" and "bf16 passes" are gone; INT8 weight-only stays checked under +2 % (< 0.3 % on
+random weights: a broken INT8 path shows). The bundled model's figures are recorded instead: IPEX's
+per-channel WOQ INT4 at +143 % Δppl (why the INT4 recipes use groups of 64) in
+tasks/recipe_sets/pytorch.yaml, torchao's INT8 and INT4 perplexities in docs/decisions.md ("torchao:
+INT8 packed, INT4 one value per byte").
 
 Creates the IPEX environment with `make ipex-env` when it is missing (minutes, ~7 GB); skipped only
 when that command fails, with its last output line as the reason.
@@ -16,10 +33,23 @@ from quantforge.tasks.backends.ipex import CREATE_COMMAND, ipex_python
 from quantforge.tasks.recipes import RECIPE_SETS_DIR
 from quantforge.tasks.report import table_rows
 from quantforge.tasks.request import QuantizeRequest
+from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.model, pytest.mark.ipex]
-PER_CHANNEL_INT4_INCREASE_PCT = 143.0  # IPEX's default (per-channel) WOQ INT4 on this model, issue 7
+# The default gate by weight format (tasks/gate.py), written out: each verdict must follow its figure.
+GATE_PCT = {
+    "ipex-bf16": 2.0,
+    "ipex-smoothquant-int8": 5.0,
+    "ipex-woq-int8": 2.0,
+    "ipex-woq-int4": 10.0,
+    "torchao-int8": 2.0,
+    "torchao-int4": 10.0,
+    "int8-asym": 2.0,
+}
+# Every variant of a random model may pass its Δppl gate: this one is held back by a size limit it
+# cannot meet, so a failing IPEX variant is always there to be recorded and not registered.
+HELD_BACK = "ipex-smoothquant-int8"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +78,14 @@ def cpu_has_bf16(ipex_env) -> bool:
 
 
 @pytest.fixture(scope="module")
-def run(ipex_env, cpu_has_bf16, bundled_model, prefect_harness, tmp_path_factory):
+def small_model(bundled_model, tmp_path_factory) -> Path:
+    """Group size 64 divides its widths (64, 128); rope_theta is SmolLM2's, not transformers' default."""
+    folder = tmp_path_factory.mktemp("tiny") / "tiny-llama-pytorch"
+    return tiny_model("llama", folder, bundled_model, initializer_range=0.2, rope_theta=100000.0)
+
+
+@pytest.fixture(scope="module")
+def run(ipex_env, cpu_has_bf16, small_model, prefect_harness, tmp_path_factory):
     """The `pytorch` set plus OpenVINO INT8, in one request: one report with all three backends.
 
     Its own MLflow database: another test of the session may have registered the same int8-asym."""
@@ -57,9 +94,11 @@ def run(ipex_env, cpu_has_bf16, bundled_model, prefect_harness, tmp_path_factory
     if not cpu_has_bf16:  # see test_ipex_bf16_is_refused_in_one_line_on_a_cpu_without_bf16
         recipes["recipes"] = [r for r in recipes["recipes"] if r["name"] != "ipex-bf16"]
     recipes["recipes"].append({"name": "int8-asym", "bits": 8})
+    (held_back,) = [r for r in recipes["recipes"] if r["name"] == HELD_BACK]
+    held_back["gate"] = {"max_size_mb": 1.0}
     (folder / "side-by-side.yaml").write_text(yaml.safe_dump(recipes))
     request = QuantizeRequest(
-        model=str(bundled_model),
+        model=str(small_model),
         recipes=str(folder / "side-by-side.yaml"),
         calibration=str(CALIBRATION_TEXT),
         evaluation=str(EVALUATION_TEXT),
@@ -85,32 +124,51 @@ def test_the_fp32_baseline_agrees_across_environments(run):
     assert abs(openvino / pytorch - 1) <= 0.005
 
 
-def test_every_variant_is_made_measured_and_gated(run):
+def test_every_variant_is_made_measured_and_gated(run, cpu_has_bf16):
     variants = by_name(run)
+    assert set(variants) == set(GATE_PCT) - (set() if cpu_has_bf16 else {"ipex-bf16"})
     assert {v.backend for v in variants.values()} == {"openvino", "ipex", "torchao"}
-    for result in variants.values():
+    for name, result in variants.items():
         assert not result.reused and result.verdict.reasons
         assert result.metrics.speed.tokens_per_second > 0 and result.metrics.size_mb > 0
         assert result.verdict.passed == all(r.startswith("pass") for r in result.verdict.reasons)
+        # the gate by weight format, applied to the measured figure (W8A8 +5 %, INT4 +10 %)
+        (delta,) = [r for r in result.verdict.reasons if "Δppl" in r]
+        assert delta.startswith("pass") == (result.ppl_increase_pct <= GATE_PCT[name]), name
+        if name != HELD_BACK:
+            assert result.verdict.passed == delta.startswith("pass"), name
         assert (result.model_version is not None) == result.verdict.passed
-    for name in ("ipex-bf16", "ipex-woq-int8", "torchao-int8", "int8-asym"):
-        if name in variants:
-            assert variants[name].ppl_increase_pct < 2.0 and variants[name].verdict.passed, name
-    # W8A8 is gated at +5 % like OpenVINO's; whatever it measures, a failure is recorded, not registered
-    assert variants["ipex-smoothquant-int8"].verdict.passed == (
-        variants["ipex-smoothquant-int8"].ppl_increase_pct <= 5.0
-    )
+    held_back = variants[HELD_BACK]
+    assert not held_back.verdict.passed and held_back.model_version is None
+    assert f"FAIL: size {held_back.metrics.size_mb:.1f} MiB vs max 1.0 MiB" in held_back.verdict.reasons
+    # Weight-only INT8 per channel is near-lossless whatever the weights (< 0.3 % on random ones,
+    # measured): a broken INT8 path would show here.
+    for name in ("ipex-woq-int8", "torchao-int8", "int8-asym"):
+        assert variants[name].ppl_increase_pct < 2.0 and variants[name].verdict.passed, name
 
 
-def test_group_wise_int4_beats_ipex_per_channel_default(run):
+def test_int4_variants_hold_int4_weights_where_each_backend_puts_them(run, small_model):
+    """On SmolLM2 the INT4 share is > 0.5; here the 49152-token embeddings outweigh the layers."""
+    layers, head, total = linear_and_embedding_elements(small_model)
     variants = by_name(run)
-    int4 = variants["ipex-woq-int4"]
-    assert int4.ppl_increase_pct < PER_CHANNEL_INT4_INCREASE_PCT
-    assert int4.ppl_increase_pct > variants["ipex-woq-int8"].ppl_increase_pct
-    assert int4.metrics.weights.int4 > 0.5 and variants["torchao-int4"].metrics.weights.int4 > 0.5
-    # gate default for INT4 is +10 %: the verdict follows the measured figure
-    for name in ("ipex-woq-int4", "torchao-int4"):
-        assert variants[name].verdict.passed == (variants[name].ppl_increase_pct <= 10.0)
+    ipex, torchao = variants["ipex-woq-int4"].metrics.weights, variants["torchao-int4"].metrics.weights
+    assert ipex.int4 == pytest.approx((layers + head) / total) and ipex.int8 == 0  # every Linear
+    assert torchao.int4 == pytest.approx(layers / total) and torchao.int8 == 0  # the head stays float
+    assert variants["ipex-woq-int4"].metrics.size_mb < variants["ipex-woq-int8"].metrics.size_mb
+
+
+def linear_and_embedding_elements(model_dir: Path) -> tuple[int, int, int]:
+    """Weight elements of the decoder layers' Linear modules, of the output head, and of every Linear
+    and Embedding module (a tied head counted twice, as the weight shares count it)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    kinds = torch.nn.Linear | torch.nn.Embedding
+    layers = sum(m.weight.numel() for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear))
+    total = sum(m.weight.numel() for m in model.modules() if isinstance(m, kinds))
+    return layers, model.lm_head.weight.numel(), total
 
 
 def test_the_table_shows_all_backends_side_by_side(run):
@@ -163,16 +221,17 @@ def test_ipex_toolchain_is_read_from_its_own_environment(ipex_env):
 def test_ipex_bf16_is_made_where_the_cpu_supports_it(run, cpu_has_bf16):
     if not cpu_has_bf16:
         pytest.skip("this CPU has no AVX-512 BW/VL/DQ or AVX-NE-CONVERT: IPEX cannot run bf16 here")
-    assert by_name(run)["ipex-bf16"].verdict.passed
+    bf16 = by_name(run)["ipex-bf16"]
+    assert bf16.metrics.weights.float == 1.0 and bf16.verdict.reasons
 
 
-def test_ipex_bf16_is_refused_in_one_line_on_a_cpu_without_bf16(cpu_has_bf16, bundled_model):
+def test_ipex_bf16_is_refused_in_one_line_on_a_cpu_without_bf16(cpu_has_bf16, small_model):
     if cpu_has_bf16:
         pytest.skip("this CPU runs IPEX bf16 (see test_ipex_bf16_is_made_where_the_cpu_supports_it)")
     from quantforge.tasks.backends.ipex import run_ipex_worker, to_ipex_spec
     from quantforge.tasks.recipes import Recipe
 
-    spec = {"action": "variant", "model_dir": str(bundled_model), "evaluation": "unused.npy"}
+    spec = {"action": "variant", "model_dir": str(small_model), "evaluation": "unused.npy"}
     spec |= {"output_dir": "unused", "ipex": to_ipex_spec(Recipe(name="bf16", backend="ipex", bits=16))}
     with pytest.raises(Exception, match=r"IPEX worker failed \(variant\): bf16 needs a CPU with AVX-512"):
         run_ipex_worker(spec)
