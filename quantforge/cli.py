@@ -120,16 +120,21 @@ def one_line(error: ValidationError) -> str:
     return f"`{field}`: {message} (got {first['input']!r})" if first["loc"] else message
 
 
-def run(values: dict[str, Any]) -> None:
-    """Quantize MODEL with every recipe of a set, measure each against the original, and gate them."""
+def request_from(values: dict[str, Any]):
+    """The QuantizeRequest `values` describe, or one line naming the field and exit 2."""
     from quantforge.tasks.request import QuantizeRequest
 
     try:
-        request = QuantizeRequest(**values)
+        return QuantizeRequest(**values)
     except ValidationError as error:
         fail(one_line(error))
     except QuantforgeError as error:
         fail(str(error))
+
+
+def run(values: dict[str, Any]) -> None:
+    """Quantize MODEL with every recipe of a set, measure each against the original, and gate them."""
+    request = request_from(values)
     report = run_flow(request)
     print_report(report)
     console.print(f"report and variants in {request.output_dir.resolve()}", soft_wrap=True)

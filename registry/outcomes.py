@@ -1,6 +1,9 @@
 """One recipe's outcome in a run: the registry's record taken as is, or the variant made, measured,
 judged and recorded now. Either way a `VariantResult` naming the files this host can publish."""
 
+from pathlib import Path
+from typing import Any
+
 from quantforge.core.locks import identity_lock
 from quantforge.core.manifest import is_intact
 from quantforge.core.records import Lineage, RecordedVariant
@@ -48,21 +51,7 @@ def _reused(job: Job, record: RecordedVariant) -> VariantResult:
         path = registered_files_task(record.model_name, record.model_version, job.target)
     else:
         path = job.target if is_intact(job.target) else None
-    return VariantResult(
-        recipe=job.recipe.name,
-        backend=job.recipe.backend,
-        recipe_hash=job.recipe.content_hash(),
-        identity=record.identity,
-        path=path,
-        reused=True,
-        quantize_seconds=record.quantize_seconds,
-        quantize_peak_pss_mb=record.quantize_peak_pss_mb,
-        metrics=record.metrics,
-        ppl_increase_pct=record.ppl_increase_pct,
-        verdict=record.verdict,
-        model_name=record.model_name,
-        model_version=record.model_version,
-    )
+    return _result(job, record, path, reused=True)
 
 
 def _made(job: Job, baseline: Baseline, evaluation: str, mlflow_run: str, gates: GateLimits) -> VariantResult:
@@ -82,18 +71,27 @@ def _made(job: Job, baseline: Baseline, evaluation: str, mlflow_run: str, gates:
     path = job.target
     if record.model_version is not None:  # another host's version may have won: publish what it holds
         path = registered_files_task(record.model_name, record.model_version, job.target)
-    return VariantResult(
-        recipe=job.recipe.name,
-        backend=job.recipe.backend,
-        recipe_hash=job.recipe.content_hash(),
-        identity=record.identity,
-        path=path,
+    return _result(
+        job,
+        record,
+        path,
         reused=made.usage is None,
         quantize_seconds=made.usage.seconds if made.usage else None,
         quantize_peak_pss_mb=made.usage.peak_pss_mb if made.usage else None,
         metrics=metrics,
         ppl_increase_pct=increase,
         verdict=verdict,
-        model_name=record.model_name,
-        model_version=record.model_version,
+    )
+
+
+def _result(job: Job, record: RecordedVariant, path: Path | None, **this_run: Any) -> VariantResult:
+    """The recipe's row: the record's figures, or what this run measured (`this_run`), with the registry's
+    version either way."""
+    recorded = record.model_dump(include=set(VariantResult.model_fields) & set(RecordedVariant.model_fields))
+    return VariantResult(
+        recipe=job.recipe.name,
+        backend=job.recipe.backend,
+        recipe_hash=job.recipe.content_hash(),
+        path=path,
+        **(recorded | this_run),
     )

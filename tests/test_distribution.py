@@ -141,7 +141,7 @@ def test_a_serving_host_pulls_verifies_and_generates(services, chain, source, tm
     int8 = next(v for v in first.variants if v.recipe == "int8-asym")
     script = (
         "import sys, openvino_genai\n"
-        "from registry.pull import pull\n"
+        "from quantforge.registry.pull import pull\n"
         "path = pull(sys.argv[1], source=sys.argv[2])\n"
         "pipe = openvino_genai.LLMPipeline(str(path), 'CPU')\n"
         "text = pipe.generate('The capital of France is', max_new_tokens=8)\n"
@@ -163,7 +163,7 @@ def test_a_serving_host_pulls_verifies_and_generates(services, chain, source, tm
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=Path(__file__).parents[1],
+        cwd=tmp_path,  # the installed package, not the repository's folders
     )
     assert done.returncode == 0, done.stderr[-2000:]
     path_line, text_line = done.stdout.strip().splitlines()[-2:]

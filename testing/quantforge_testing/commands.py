@@ -30,14 +30,10 @@ def demo(
     os.environ["HF_HUB_DISABLE_XET"] = "1"
     import secrets
 
-    from pydantic import ValidationError
-
-    from quantforge.cli import console, fail, one_line, print_report, run_flow
-    from quantforge.core.errors import QuantforgeError
+    from quantforge.cli import console, print_report, request_from, run_flow
     from quantforge.core.paths import data_dir
     from quantforge.registry.aliases import CHAMPION_ALIAS
     from quantforge.registry.pull import pull as pull_variant
-    from quantforge.tasks.request import QuantizeRequest
     from quantforge_testing.bundled_model import bundled_model_dir
     from quantforge_testing.hub import HubServer
 
@@ -46,20 +42,17 @@ def demo(
         sha = hub.seed_repo(DEMO_SOURCE, bundled_model_dir(), message="SmolLM2-135M-Instruct (bundled GGUF)")
         os.environ.update({"HF_ENDPOINT": hub.url, "HF_TOKEN": token})
         console.print(f"local Hub at {hub.url} serves {DEMO_SOURCE}@{sha[:12]}")
-        try:
-            request = QuantizeRequest(
-                model=DEMO_SOURCE,
-                recipes=recipes,
-                calibration=str(calibration),
-                evaluation=str(evaluation),
-                output_dir=output_dir,
-                hub_namespace=DEMO_NAMESPACE,
-                promote_best=True,
-            )
-        except ValidationError as error:
-            fail(one_line(error))
-        except QuantforgeError as error:
-            fail(str(error))
+        request = request_from(
+            {
+                "model": DEMO_SOURCE,
+                "recipes": recipes,
+                "calibration": str(calibration),
+                "evaluation": str(evaluation),
+                "output_dir": output_dir,
+                "hub_namespace": DEMO_NAMESPACE,
+                "promote_best": True,
+            }
+        )
         report = run_flow(request)
         print_report(report)
         best = next((v for v in report.variants if v.recipe == report.best), None)
