@@ -5,7 +5,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -83,8 +83,21 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        print(f"quantforge {version('quantforge')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _set_up() -> None:
+def _set_up(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the installed version and exit."
+        ),
+    ] = False,
+) -> None:
     """Process-wide set-up for every command; done here, not at import, so importing this module changes
     nothing."""
     # transformers imports torchao whenever it loads a model; on CPU-only torch torchao warns that its CUDA

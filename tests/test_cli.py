@@ -4,7 +4,7 @@ import os
 import re
 import subprocess
 import sys
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, entry_points, version
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +19,7 @@ from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT
 from tests.test_recipes import alias_bomb
 
 runner = CliRunner()
+QUANTFORGE = str(Path(sys.executable).with_name("quantforge"))  # the console script users run
 
 
 # Plugin commands (`bundled-model`, `demo` from quantforge_testing) count when installed.
@@ -31,6 +32,11 @@ PLUGINS = sorted({ep.name for ep in entry_points(group=cli.PLUGIN_GROUP)})
 def test_help_on_every_command(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_version_is_the_installed_distributions():
+    done = subprocess.run([QUANTFORGE, "--version"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"quantforge {version('quantforge')}\n", "")
 
 
 def greet(name: Annotated[str, typer.Option(help="Whom to greet.")] = "world") -> None:
