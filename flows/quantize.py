@@ -9,7 +9,7 @@ import time
 
 from prefect import flow
 
-from quantforge.core.errors import QuantforgeError
+from quantforge.core.errors import ServiceError
 from quantforge.core.redact import install_log_redaction
 from quantforge.registry.aliases import CHAMPION_ALIAS, promote_task
 from quantforge.registry.outcomes import lookup_records, outcome
@@ -87,7 +87,7 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
             promote_task(best.model_name, best.model_version, CHAMPION_ALIAS)
         finish_flow_run(mlflow_run, write_output_task(report, request.output_dir))
         if failures:
-            raise QuantforgeError(
+            raise ServiceError(
                 "not published (the versions stay registered as unpublished; rerun to publish): "
                 + "; ".join(failures)
             )

@@ -1,13 +1,14 @@
 """The `quantforge` command."""
 
+import contextlib
 import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points, version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import click
 import typer
@@ -16,10 +17,16 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
-from quantforge.core.errors import QuantforgeError
+from quantforge.core.errors import QuantforgeError, ServiceError
 from quantforge.core.redact import install_log_redaction, redact
 
 PLUGIN_GROUP = "quantforge.commands"  # entry points: plain functions with typer Annotated parameters
+# What `quantforge` exits with, for scripts and schedulers (docs/decisions.md, "Exit codes"); 0 is done.
+NO_VARIANT_PASSED, BAD_INPUT, SERVICE_FAILED = 1, 2, 3
+EXIT_CODES = (
+    "Exit codes: 0 done · 1 no variant passed its gate · 2 bad input (an option, a file, a name) · "
+    "3 a service failed (MLflow, Prefect, the Hub, the disk)."
+)
 
 
 class _Deferred(click.Command):
@@ -76,6 +83,7 @@ class _Commands(TyperGroup):
 app = typer.Typer(
     cls=_Commands,
     help="A quantization factory for LLMs served on Intel CPUs.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -111,18 +119,56 @@ def _set_up(
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
-def fail(message: str) -> None:
-    """Print one line to stderr and exit non-zero."""
+def fail(message: str, code: int = BAD_INPUT) -> NoReturn:
+    """Print one line to stderr and exit with `code`."""
     Console(stderr=True).print(f"[bold red]error:[/] {redact(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
+def failure(error: Exception) -> tuple[str, int] | None:
+    """The line and exit code of a failure the user can act on, or None for a bug (it keeps its traceback):
+    the one place errors map to exit codes (docs/decisions.md, "Exit codes")."""
+    if isinstance(error, QuantforgeError):
+        return str(error), SERVICE_FAILED if isinstance(error, ServiceError) else BAD_INPUT
+    mlflow_errors = sys.modules.get("mlflow.exceptions")  # only MLflow raises its errors: imported if it was
+    if mlflow_errors is not None and isinstance(error, mlflow_errors.MlflowException):
+        # MLflow refusing a value the command passed on (an alias name it does not accept) is bad input.
+        refused = error.error_code == "INVALID_PARAMETER_VALUE"
+        return registry_error(error), BAD_INPUT if refused else SERVICE_FAILED
+    if _raised_in(error).startswith(("prefect.client.", "prefect.server.")):  # its API or ephemeral server
+        return f"Prefect failed: {_first_line(error)}", SERVICE_FAILED
+    return None
+
+
+@contextlib.contextmanager
+def one_line_failures() -> Iterator[None]:
+    """Failures the user can act on as one line on stderr and their exit code (`failure`)."""
+    try:
+        yield
+    except Exception as error:
+        if (known := failure(error)) is None:
+            raise
+        fail(*known)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def _raised_in(error: BaseException) -> str:
+    """The module whose code raised `error` (its traceback's innermost frame)."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame.tb_frame.f_globals.get("__name__", "") if frame is not None else ""
 
 
 def registry_error(error: Exception) -> str:
     """One line for an MLflow failure, naming the server without credentials."""
     from quantforge.registry.tracking import tracking_uri
 
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"MLflow at {tracking_uri()} failed: {detail[:300]}"
+    return f"MLflow at {tracking_uri()} failed: {_first_line(error)}"
 
 
 def one_line(error: ValidationError) -> str:
@@ -137,12 +183,11 @@ def request_from(values: dict[str, Any]):
     """The QuantizeRequest `values` describe, or one line naming the field and exit 2."""
     from quantforge.tasks.request import QuantizeRequest
 
-    try:
-        return QuantizeRequest(**values)
-    except ValidationError as error:
-        fail(one_line(error))
-    except QuantforgeError as error:
-        fail(str(error))
+    with one_line_failures():
+        try:
+            return QuantizeRequest(**values)
+        except ValidationError as error:
+            fail(one_line(error))
 
 
 def run(values: dict[str, Any]) -> None:
@@ -152,7 +197,7 @@ def run(values: dict[str, Any]) -> None:
     print_report(report)
     console.print(f"report and variants in {request.output_dir.resolve()}", soft_wrap=True)
     if report.best is None:
-        sys.exit(1)
+        sys.exit(NO_VARIANT_PASSED)
 
 
 def _run_command() -> click.Command:
@@ -179,17 +224,11 @@ def _run_command() -> click.Command:
 
 
 def run_flow(request):
-    """Run the quantize flow; every failure a user can act on becomes one line and exit 2."""
-    from mlflow.exceptions import MlflowException
-
+    """Run the quantize flow; every failure a user can act on becomes one line and its exit code."""
     from quantforge.flows.quantize import quantize_flow
 
-    try:
+    with one_line_failures():
         return quantize_flow(request)
-    except QuantforgeError as error:
-        fail(str(error))
-    except MlflowException as error:
-        fail(registry_error(error))
 
 
 def print_report(report) -> None:
@@ -220,10 +259,8 @@ def list_recipes(
         for set_name in available_sets():
             console.print(f"{set_name}: {load_recipe_set(set_name).description}")
         return
-    try:
+    with one_line_failures():
         recipe_set = load_recipe_set(name)
-    except QuantforgeError as error:
-        fail(str(error))
     for recipe in recipe_set.recipes:
         fields = recipe.model_dump(exclude={"name", "gate"}, exclude_defaults=True)
         console.print(f"{recipe.name} [dim]{recipe.content_hash()[:12]}[/] {fields}")
@@ -242,18 +279,12 @@ def pull(
     ] = "mlflow",
 ) -> None:
     """Install a registered variant, every file checked against its manifest; print its path."""
-    from mlflow.exceptions import MlflowException
-
     from quantforge.registry.pull import pull as pull_variant
 
     if source not in ("mlflow", "hub"):
         fail(f"`--from`: must be mlflow or hub (got {source!r})")
-    try:
+    with one_line_failures():
         path = pull_variant(model, dest, source)
-    except QuantforgeError as error:
-        fail(str(error))
-    except MlflowException as error:
-        fail(registry_error(error))
     print(path)
 
 
@@ -264,16 +295,10 @@ def promote(
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
 ) -> None:
     """Point ALIAS at VERSION of NAME (refused for archived or failed versions)."""
-    from mlflow.exceptions import MlflowException
-
     from quantforge.registry.aliases import promote as promote_version
 
-    try:
+    with one_line_failures():
         promote_version(name, version, alias)
-    except QuantforgeError as error:
-        fail(str(error))
-    except MlflowException as error:
-        fail(registry_error(error))
     console.print(f"{name}@{alias} → version {version}")
 
 
@@ -283,16 +308,10 @@ def archive(
     version: Annotated[int, typer.Argument(help="Model version to archive.")],
 ) -> None:
     """Archive VERSION of NAME: its aliases are removed and it can no longer be pulled or promoted."""
-    from mlflow.exceptions import MlflowException
-
     from quantforge.registry.aliases import archive as archive_version
 
-    try:
+    with one_line_failures():
         archive_version(name, version)
-    except QuantforgeError as error:
-        fail(str(error))
-    except MlflowException as error:
-        fail(registry_error(error))
     console.print(f"{name} version {version} archived")
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from importlib.metadata import EntryPoint, entry_points, version
 from pathlib import Path
+from subprocess import PIPE
 from typing import Annotated
 
 import pytest
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from quantforge import cli
 from quantforge.cli import app
+from quantforge_testing.servers import free_port
 from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import CALIBRATION_TEXT, EVALUATION_TEXT
 from tests.test_recipes import alias_bomb
@@ -37,6 +39,66 @@ def test_help_on_every_command(command):
 def test_version_is_the_installed_distributions():
     done = subprocess.run([QUANTFORGE, "--version"], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, f"quantforge {version('quantforge')}\n", "")
+
+
+def squashed(text: str) -> str:
+    """Help text as one line of words: rich's box characters and line breaks out."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def test_help_states_the_exit_codes():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert (
+        "Exit codes: 0 done · 1 no variant passed its gate · 2 bad input (an option, a file, a name) · "
+        "3 a service failed (MLflow, Prefect, the Hub, the disk)."
+    ) in squashed(result.output)
+
+
+def test_a_service_that_fails_is_exit_3_in_one_line(tmp_path):
+    """MLflow (`pull`) and Prefect (`run`) unreachable: each one line naming it, exit 3, nothing written."""
+    port = free_port()  # nothing listens there
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "QUANTFORGE_HOME": str(tmp_path / "home"),
+    }
+    output = tmp_path / "out"
+    commands = {
+        "pull": ["pull", "m--int8-asym@champion", "--dest", str(tmp_path / "pulled")],
+        "run": ["run", "org/model", "--recipes", "quick", "--output-dir", str(output)],
+    }
+    processes = {  # side by side: each spends its seconds importing MLflow or Prefect
+        name: subprocess.Popen([QUANTFORGE, *arguments], stdout=PIPE, stderr=PIPE, text=True, env=env)
+        for name, arguments in commands.items()
+    }
+    lines = {}
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=120)
+        assert (process.returncode, stdout) == (3, ""), stderr[-3000:]
+        (lines[name],) = stderr.splitlines()
+    assert lines["pull"].startswith(f"error: MLflow at http://127.0.0.1:{port} failed: API request to ")
+    assert lines["run"] == f"error: Prefect failed: Failed to reach API at http://127.0.0.1:{port}/api/"
+    assert not (tmp_path / "pulled").exists() and not output.exists()
+
+
+def test_a_full_disk_is_exit_3_and_bad_input_stays_2(tmp_path, monkeypatch):
+    """The disk is a service: the pull's free-space refusal exits 3; a `--from` no one serves exits 2."""
+    from quantforge.core.atomic import require_free_space
+    from quantforge.registry import pull
+
+    monkeypatch.setattr(pull, "pull", lambda spec, *_: require_free_space(tmp_path, 2**60, f"install {spec}"))
+    full = runner.invoke(app, ["pull", "m--int8-asym@champion"])
+    assert full.exit_code == 3
+    assert re.fullmatch(
+        r"error: not enough disk space to install m--int8-asym@champion: needs ~\d+ MiB, \d+ MiB free "
+        r"\(nothing was written\)",
+        full.stderr.strip(),
+    )
+    wrong = runner.invoke(app, ["pull", "m--int8-asym@champion", "--from", "s3"])
+    assert (wrong.exit_code, wrong.stderr) == (2, "error: `--from`: must be mlflow or hub (got 's3')\n")
 
 
 def greet(name: Annotated[str, typer.Option(help="Whom to greet.")] = "world") -> None:

@@ -46,7 +46,7 @@ def test_clients_without_credentials_are_refused(auth_server, tmp_path, monkeypa
         requests.get(f"{auth_server.url}/api/2.0/mlflow/experiments/search?max_results=1").status_code == 401
     )
     refused = cli("pull", "any--model@champion", env={"QUANTFORGE_HOME": str(tmp_path / "host")})
-    assert refused.returncode == 2
+    assert refused.returncode == 3  # MLflow refused: a service failure
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith(f"error: MLflow at {auth_server.url} failed:") and "401" in line
     with pytest.raises(MlflowException, match="401"):  # the watcher's registry calls
@@ -87,7 +87,7 @@ def test_registers_and_pulls_with_credentials_and_refuses_wrong_ones(
         "QUANTFORGE_HOME": str(tmp_path / "host"),
     }
     refused = cli("pull", spec, env=wrong)
-    assert refused.returncode == 2
+    assert refused.returncode == 3
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith(f"error: MLflow at {auth_server.url} failed:") and "401" in line
     assert not (tmp_path / "host" / "pulled").exists()
@@ -96,7 +96,7 @@ def test_registers_and_pulls_with_credentials_and_refuses_wrong_ones(
     refused_run = cli(
         "run", str(model), "--recipes", "quick", *evaluation, "--output-dir", str(tmp_path / "o2"), env=wrong
     )
-    assert refused_run.returncode == 2, refused_run.stderr[-3000:]
+    assert refused_run.returncode == 3, refused_run.stderr[-3000:]
     (line,) = [line for line in refused_run.stderr.splitlines() if line.startswith("error:")]
     assert "401" in line
     assert [v.version for v in mlflow_client().search_model_versions()] == ["1"]  # nothing more made

@@ -82,7 +82,7 @@ def test_unreachable_registry_named_without_its_credentials(bundled_model, tmp_p
     )  # fmt: skip
     pull = cli("pull", "tiny-llama--int8-asym@champion", "--dest", str(tmp_path / "pulled"))
     for done in (run, pull):
-        assert done.returncode == 2, done.stderr[-3000:]
+        assert done.returncode == 3, done.stderr[-3000:]  # a service failed
         (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert line.startswith(f"error: MLflow at http://127.0.0.1:{port} failed: ")
         assert len(line) < 500
@@ -113,7 +113,7 @@ def test_credentials_in_the_uri_still_authenticate(tmp_path, monkeypatch):
             [QUANTFORGE, "pull", "anything@champion", "--dest", str(tmp_path / "pulled")],
             env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
-    assert refused.returncode == 2
+    assert refused.returncode == 3  # MLflow refused the credentials: a service failure
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith(f"error: MLflow at {server.url} failed: ") and "401" in line
     assert CANARY not in refused.stdout + refused.stderr

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantforge.core.errors import QuantforgeError
+from quantforge.core.errors import ServiceError
 from quantforge.core.locks import exclusive
 
 _OWNER = r"[A-Za-z0-9-]{1,40}-[0-9]+-[0-9a-f]{8}"  # host, pid, random: see _writing
@@ -82,7 +82,7 @@ def atomic_dir(final: Path, needs_bytes: int = 0, replace_existing: bool = False
         # Libraries word a full disk their own way (OpenVINO: "basic_ios::clear: iostream error") and
         # remove what they could not finish, so judge by the space left once our partial files are gone.
         if _is_enospc(error) or shutil.disk_usage(final.parent).free < needs_bytes:
-            raise QuantforgeError(f"disk full while writing {final} (nothing was kept)") from None
+            raise ServiceError(f"disk full while writing {final} (nothing was kept)") from None
         raise
 
 
@@ -100,7 +100,7 @@ def require_free_space(folder: Path, needs_bytes: int, what: str) -> None:
     """Refuse, before anything is written, an operation that cannot fit on `folder`'s disk."""
     free = shutil.disk_usage(folder).free
     if free < needs_bytes:
-        raise QuantforgeError(
+        raise ServiceError(
             f"not enough disk space to {what}: needs ~{needs_bytes / 2**20:.0f} MiB, "
             f"{free / 2**20:.0f} MiB free (nothing was written)"
         )
