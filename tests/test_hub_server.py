@@ -463,3 +463,57 @@ def test_resolve_cache_answers_like_resolve(hub, tmp_path):
     cached = httpx.get(f"{hub.url}/api/resolve-cache/models/{REPO}/{sha}/config.json")
     assert cached.status_code == 200 and cached.content == resolve.content
     assert cached.headers["ETag"] == resolve.headers["ETag"] and cached.headers["X-Repo-Commit"] == sha
+
+
+def test_dataset_repos_are_served_beside_model_repos_with_their_card(hub, anonymous, tmp_path):
+    from quantforge_testing.dataset_repos import (
+        C4_REPO,
+        WIKITEXT_2,
+        WIKITEXT_REPO,
+        seed_dataset_repos,
+        wikitext_rows,
+    )
+
+    shas = seed_dataset_repos(hub, tmp_path / "repos")
+    info = anonymous.dataset_info(WIKITEXT_REPO, files_metadata=True)
+    assert info.sha == shas[WIKITEXT_REPO]
+    # `cardData` is the card's YAML header, nested lists and mappings included, as the Hub parses it
+    assert info.card_data.configs[2] == {
+        "config_name": "wikitext-2-raw-v1",
+        "data_files": [
+            {"split": split, "path": f"wikitext-2-raw-v1/{split}-*"}
+            for split in ("test", "train", "validation")
+        ],
+    }
+    (test_split, *_) = info.card_data.dataset_info[2]["splits"]
+    assert test_split["num_examples"] == len(wikitext_rows(WIKITEXT_2["test"]))
+    parquet = {s.rfilename: s for s in info.siblings}["wikitext-2-raw-v1/test-00000-of-00001.parquet"]
+    assert parquet.lfs is not None and parquet.lfs.size == parquet.size  # parquet goes to LFS, as there
+    listing = anonymous.list_repo_tree(WIKITEXT_REPO, "wikitext-2-raw-v1", repo_type="dataset")
+    assert [e.path.split("/")[1] for e in listing] == [
+        f"{split}-00000-of-00001.parquet" for split in ("test", "train", "validation")
+    ]
+    card = hf_hub_download(
+        WIKITEXT_REPO,
+        "README.md",
+        repo_type="dataset",
+        endpoint=hub.url,
+        cache_dir=tmp_path / "c",
+        token=False,
+    )
+    assert Path(card).read_bytes() == (tmp_path / "repos" / "wikitext" / "README.md").read_bytes()
+    assert {d.id for d in anonymous.list_datasets()} == {WIKITEXT_REPO, C4_REPO}
+    with pytest.raises(RepositoryNotFoundError):
+        anonymous.model_info(WIKITEXT_REPO)  # a dataset repo is no model repo
+
+
+def test_card_data_keeps_dates_as_strings_and_drops_a_header_with_aliases(hub, api, tmp_path):
+    folder = model_folder(tmp_path / "v1")
+    card = "---\nlicense: mit\nreleased: 2024-05-01\nmodel-index:\n- name: tiny\n  results: []\n---\n"
+    (folder / "README.md").write_text(card)
+    hub.seed_repo(REPO, folder)
+    card_data = api.model_info(REPO).card_data
+    assert (card_data.license, card_data.released) == ("mit", "2024-05-01")
+    (folder / "README.md").write_text("---\nbase: &a [x, x]\nmore: [*a, *a]\n---\n")
+    hub.seed_repo(REPO, folder)
+    assert api.model_info(REPO).card_data is None

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import yaml
+
 from quantforge_testing.hub.faults import CONTROL, Fault
 from quantforge_testing.hub.storage import (
     CHUNK,
@@ -41,21 +43,21 @@ URL_PREFIX = {"model": "", "dataset": "datasets/"}
 
 
 def _front_matter(text: str) -> dict[str, Any]:
-    """Top-level scalars and simple lists of a model card's YAML header (enough for tags, pipeline)."""
+    """A card's YAML header as the Hub's `cardData` has it: nested lists and mappings (a dataset card's
+    `configs` and `dataset_info`), dates as strings; {} without one, or for one that is not a YAML
+    mapping or uses aliases (the JSON answer would expand them)."""
     lines = text.splitlines()
     if not lines or lines[0].strip() != "---":
         return {}
-    data: dict[str, Any] = {}
-    key = None
-    for line in lines[1:]:
-        if line.strip() == "---":
-            break
-        if match := re.fullmatch(r"([\w-]+):\s*(.*)", line):
-            key, value = match.group(1), match.group(2).strip().strip("'\"")
-            data[key] = value if value else []
-        elif (item := re.fullmatch(r"\s*-\s+(.*)", line)) and key and isinstance(data.get(key), list):
-            data[key].append(item.group(1).strip().strip("'\""))
-    return data
+    end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), len(lines))
+    header = "\n".join(lines[1:end])
+    try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(header, Loader=yaml.SafeLoader)):
+            return {}
+        data = yaml.safe_load(header)
+    except yaml.YAMLError:
+        return {}
+    return json.loads(json.dumps(data, default=str)) if isinstance(data, dict) else {}
 
 
 def _parameters(store: Store, tree: dict) -> dict[str, int]:

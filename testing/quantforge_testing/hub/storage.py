@@ -17,7 +17,7 @@ from typing import Any
 
 CHUNK = 1 << 20
 LFS_MIN_SIZE = 1 << 20  # simpler than the Hub's 10 MiB, so tests exercise LFS with small files
-LFS_SUFFIXES = (".bin", ".safetensors", ".gguf", ".onnx", ".npy")
+LFS_SUFFIXES = (".bin", ".safetensors", ".gguf", ".onnx", ".npy", ".parquet", ".gz")
 GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 REF_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,127}")
