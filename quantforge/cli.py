@@ -2,6 +2,7 @@
 
 import contextlib
 import inspect
+import json
 import logging
 import os
 import sys
@@ -89,6 +90,9 @@ app = typer.Typer(
 )
 # A pipe or CI log gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print the result as one JSON document on stdout; logs go to stderr.")
+]
 
 
 def _print_version(wanted: bool) -> None:
@@ -133,8 +137,9 @@ def failure(error: Exception) -> tuple[str, int] | None:
     mlflow_errors = sys.modules.get("mlflow.exceptions")  # only MLflow raises its errors: imported if it was
     if mlflow_errors is not None and isinstance(error, mlflow_errors.MlflowException):
         # MLflow refusing a value the command passed on (an alias name it does not accept) is bad input.
-        refused = error.error_code == "INVALID_PARAMETER_VALUE"
-        return registry_error(error), BAD_INPUT if refused else SERVICE_FAILED
+        if error.error_code == "INVALID_PARAMETER_VALUE":
+            return registry_error(error, "refused"), BAD_INPUT
+        return registry_error(error), SERVICE_FAILED
     if _raised_in(error).startswith(("prefect.client.", "prefect.server.")):  # its API or ephemeral server
         return f"Prefect failed: {_first_line(error)}", SERVICE_FAILED
     return None
@@ -164,11 +169,41 @@ def _raised_in(error: BaseException) -> str:
     return frame.tb_frame.f_globals.get("__name__", "") if frame is not None else ""
 
 
-def registry_error(error: Exception) -> str:
+def registry_error(error: Exception, verb: str = "failed") -> str:
     """One line for an MLflow failure, naming the server without credentials."""
     from quantforge.registry.tracking import tracking_uri
 
-    return f"MLflow at {tracking_uri()} failed: {_first_line(error)}"
+    return f"MLflow at {tracking_uri()} {verb}: {_first_line(error)}"
+
+
+@contextlib.contextmanager
+def stdout_on_stderr(active: bool = True) -> Iterator[None]:
+    """While `active`, send what the block writes to stdout to stderr: print(), loggers that hold the stream
+    (nncf's) and native code writing to descriptor 1, so that stdout carries only the JSON document."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        out, err = sys.stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # streams without descriptors (typer's CliRunner)
+        out = err = None
+    saved = None if out is None else os.dup(out)
+    if saved is not None:
+        os.dup2(err, out)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()  # what loggers wrote to the stream they hold: still to stderr
+        if saved is not None:
+            os.dup2(saved, out)
+            os.close(saved)
+
+
+def print_json(document: Any) -> None:
+    """The one JSON document `--json` prints on stdout."""
+    print(json.dumps(document, indent=2))
 
 
 def one_line(error: ValidationError) -> str:
@@ -190,12 +225,16 @@ def request_from(values: dict[str, Any]):
             fail(one_line(error))
 
 
-def run(values: dict[str, Any]) -> None:
+def run(values: dict[str, Any], *, as_json: AsJson = False) -> None:
     """Quantize MODEL with every recipe of a set, measure each against the original, and gate them."""
     request = request_from(values)
-    report = run_flow(request)
-    print_report(report)
-    console.print(f"report and variants in {request.output_dir.resolve()}", soft_wrap=True)
+    with stdout_on_stderr(as_json):
+        report = run_flow(request)
+    if as_json:
+        print_json(report.model_dump(mode="json"))  # report.json's content
+    else:
+        print_report(report)
+    Console(stderr=as_json).print(f"report and variants in {request.output_dir.resolve()}", soft_wrap=True)
     if report.best is None:
         sys.exit(NO_VARIANT_PASSED)
 
@@ -251,16 +290,28 @@ def print_report(report) -> None:
 @app.command("recipes")
 def list_recipes(
     name: Annotated[str | None, typer.Argument(help="Show this set's recipes (name or YAML path).")] = None,
+    as_json: AsJson = False,
 ) -> None:
     """List the shipped recipe sets, or the recipes of one set."""
     from quantforge.tasks.recipes import available_sets, load_recipe_set
 
     if name is None:
-        for set_name in available_sets():
-            console.print(f"{set_name}: {load_recipe_set(set_name).description}")
+        sets = {set_name: load_recipe_set(set_name).description for set_name in available_sets()}
+        if as_json:
+            print_json([{"name": n, "description": d} for n, d in sets.items()])
+        else:
+            for set_name, description in sets.items():
+                console.print(f"{set_name}: {description}")
         return
     with one_line_failures():
         recipe_set = load_recipe_set(name)
+    if as_json:
+        recipes = [
+            {**r.model_dump(mode="json"), "weight_format": r.weight_format, "content_hash": r.content_hash()}
+            for r in recipe_set.recipes
+        ]
+        print_json({"name": name, "description": recipe_set.description, "recipes": recipes})
+        return
     for recipe in recipe_set.recipes:
         fields = recipe.model_dump(exclude={"name", "gate"}, exclude_defaults=True)
         console.print(f"{recipe.name} [dim]{recipe.content_hash()[:12]}[/] {fields}")
@@ -277,15 +328,21 @@ def pull(
         str,
         typer.Option("--from", help="Download from `mlflow` (artifact store) or `hub` (recorded commit)."),
     ] = "mlflow",
+    as_json: AsJson = False,
 ) -> None:
     """Install a registered variant, every file checked against its manifest; print its path."""
-    from quantforge.registry.pull import pull as pull_variant
+    from quantforge.registry.aliases import resolve_version
+    from quantforge.registry.pull import install
 
     if source not in ("mlflow", "hub"):
         fail(f"`--from`: must be mlflow or hub (got {source!r})")
-    with one_line_failures():
-        path = pull_variant(model, dest, source)
-    print(path)
+    with stdout_on_stderr(as_json), one_line_failures():
+        version = resolve_version(model)
+        path = install(version, dest, source)
+    if as_json:
+        print_json({"name": version.name, "version": int(version.version), "path": str(path), "from": source})
+    else:
+        print(path)
 
 
 @app.command()
@@ -293,26 +350,34 @@ def promote(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     version: Annotated[int, typer.Argument(help="Model version to point the alias at.")],
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
+    as_json: AsJson = False,
 ) -> None:
     """Point ALIAS at VERSION of NAME (refused for archived or failed versions)."""
     from quantforge.registry.aliases import promote as promote_version
 
-    with one_line_failures():
+    with stdout_on_stderr(as_json), one_line_failures():
         promote_version(name, version, alias)
-    console.print(f"{name}@{alias} → version {version}")
+    if as_json:
+        print_json({"name": name, "version": version, "alias": alias})
+    else:
+        console.print(f"{name}@{alias} → version {version}")
 
 
 @app.command()
 def archive(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     version: Annotated[int, typer.Argument(help="Model version to archive.")],
+    as_json: AsJson = False,
 ) -> None:
     """Archive VERSION of NAME: its aliases are removed and it can no longer be pulled or promoted."""
     from quantforge.registry.aliases import archive as archive_version
 
-    with one_line_failures():
+    with stdout_on_stderr(as_json), one_line_failures():
         archive_version(name, version)
-    console.print(f"{name} version {version} archived")
+    if as_json:
+        print_json({"name": name, "version": version, "archived": True})
+    else:
+        console.print(f"{name} version {version} archived")
 
 
 if __name__ == "__main__":

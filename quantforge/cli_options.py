@@ -39,28 +39,34 @@ def field_paths(model: type[BaseModel]) -> dict[str, tuple[str, ...]]:
 
 def options_from(
     model: type[BaseModel], arguments: tuple[str, ...] = ()
-) -> Callable[[Callable[[dict[str, Any]], Any]], Callable[..., Any]]:
-    """Make `command(values)` a typer command with one option per leaf field of `model` (the fields named
-    in `arguments` positional), calling it with the keyword arguments of `model`, nested as the model is."""
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Make `command(values, **own)` a typer command with one option per leaf field of `model` (the fields
+    named in `arguments` positional), calling it with the keyword arguments of `model`, nested as the model
+    is. The command's own keyword-only parameters (typer-annotated: options that are no field, like
+    `--json`) are options too, passed to it as they are."""
     paths = field_paths(model)
     parameters = [
         _parameter(path[-1], field, default, path[-1] in arguments)
         for path, field, default in leaf_fields(model)
     ]
 
-    def decorate(command: Callable[[dict[str, Any]], Any]) -> Callable[..., Any]:
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p for p in inspect.signature(command).parameters.values() if p.kind is p.KEYWORD_ONLY]
+        if clashes := sorted(p.name for p in own if p.name in paths):
+            raise TypeError(f"{command.__name__}: parameters {clashes} are fields of {model.__name__}")
+
         def from_options(**options: Any) -> Any:
             values: dict[str, Any] = {}
-            for name, value in options.items():
-                *parents, leaf = paths[name]
+            for name, path in paths.items():
+                *parents, leaf = path
                 target = values
                 for parent in parents:
                     target = target.setdefault(parent, {})
-                target[leaf] = value
-            return command(values)
+                target[leaf] = options[name]
+            return command(values, **{p.name: options[p.name] for p in own})
 
         from_options.__name__, from_options.__doc__ = command.__name__, command.__doc__
-        from_options.__signature__ = inspect.Signature(parameters)  # what typer reads
+        from_options.__signature__ = inspect.Signature([*parameters, *own])  # what typer reads
         return from_options
 
     return decorate

@@ -47,10 +47,15 @@ def pull(spec: str, dest: Path | None = None, source: PullSource = "mlflow") -> 
     absent, empty or an earlier install (it is never a folder of other files). Pulls of one `dest` take
     turns: the second finds the first one's install and keeps it.
     """
-    version = resolve_version(spec)
+    return install(resolve_version(spec), dest, source)
+
+
+def install(version: ModelVersion, dest: Path | None = None, source: PullSource = "mlflow") -> Path:
+    """Install `version` (as `resolve_version` returns it) at `dest` as `pull` does; return the path."""
     dest = dest or default_destination(version)
     pinned = version.tags.get(f"{TAG}manifest_sha256")
     if not pinned:
+        spec = f"{version.name}/{version.version}"
         raise QuantforgeError(f"`model`: {spec!r} has no manifest checksum in the registry")
     _refuse_foreign_destination(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

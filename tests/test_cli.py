@@ -84,19 +84,7 @@ def test_a_service_that_fails_is_exit_3_in_one_line(tmp_path):
     assert not (tmp_path / "pulled").exists() and not output.exists()
 
 
-def test_a_full_disk_is_exit_3_and_bad_input_stays_2(tmp_path, monkeypatch):
-    """The disk is a service: the pull's free-space refusal exits 3; a `--from` no one serves exits 2."""
-    from quantforge.core.atomic import require_free_space
-    from quantforge.registry import pull
-
-    monkeypatch.setattr(pull, "pull", lambda spec, *_: require_free_space(tmp_path, 2**60, f"install {spec}"))
-    full = runner.invoke(app, ["pull", "m--int8-asym@champion"])
-    assert full.exit_code == 3
-    assert re.fullmatch(
-        r"error: not enough disk space to install m--int8-asym@champion: needs ~\d+ MiB, \d+ MiB free "
-        r"\(nothing was written\)",
-        full.stderr.strip(),
-    )
+def test_a_source_no_one_serves_is_bad_input():
     wrong = runner.invoke(app, ["pull", "m--int8-asym@champion", "--from", "s3"])
     assert (wrong.exit_code, wrong.stderr) == (2, "error: `--from`: must be mlflow or hub (got 's3')\n")
 
@@ -260,6 +248,29 @@ def test_options_follow_the_model_a_new_field_included():
 
     with pytest.raises(TypeError, match=r"Clash: fields \['max_ppl'\] would be one option each"):
         options_from(Clash)
+
+
+def test_a_command_adds_options_that_are_no_field():
+    """`run --json` is the command's own keyword-only parameter, beside the request's fields."""
+    from quantforge.cli_options import options_from
+    from quantforge.tasks.request import QuantizeRequest
+
+    seen = []
+
+    def command(values, *, loud: Annotated[bool, typer.Option("--loud", help="Say it louder.")] = False):
+        seen.append((values["model"], values["seed"], loud))
+
+    typed = typer.Typer()
+    typed.command()(options_from(QuantizeRequest, arguments=("model",))(command))
+    assert runner.invoke(typed, ["org/model", "--loud", "--seed", "3"]).exit_code == 0
+    assert seen == [("org/model", 3, True)]
+    assert "--loud Say it louder." in squashed(runner.invoke(typed, ["--help"]).output)
+
+    def clash(values, *, seed: int = 0) -> None:
+        """`--seed` twice."""
+
+    with pytest.raises(TypeError, match=r"clash: parameters \['seed'\] are fields of QuantizeRequest"):
+        options_from(QuantizeRequest)(clash)
 
 
 def test_old_option_names_are_refused():
