@@ -15,6 +15,7 @@ import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
@@ -312,9 +313,36 @@ def list_recipes(
         ]
         print_json({"name": name, "description": recipe_set.description, "recipes": recipes})
         return
+    console.print(recipe_table(name, recipe_set))
+
+
+def recipe_table(name: str, recipe_set) -> Table:
+    """One row per recipe: its backend and weight format, the options it sets (as in YAML), its gate (the
+    recipe's own limits over its weight format's defaults) and its hash."""
+    from quantforge.tasks.gate import GateLimits, effective_limits
+
+    table = Table(title=escape(f"{name}: {recipe_set.description}" if recipe_set.description else name))
+    for column in ("recipe", "backend", "weights", "options", "gate", "hash"):
+        table.add_column(column, overflow="fold")
     for recipe in recipe_set.recipes:
-        fields = recipe.model_dump(exclude={"name", "gate"}, exclude_defaults=True)
-        console.print(f"{recipe.name} [dim]{recipe.content_hash()[:12]}[/] {fields}")
+        options = recipe.model_dump(
+            exclude={"name", "backend", "bits", "activations", "gate"}, exclude_defaults=True
+        )
+        gate = effective_limits(recipe, GateLimits()).model_dump(exclude_none=True)
+        cells = (recipe.backend, recipe.weight_format, _settings(options), _settings(gate))
+        table.add_row(recipe.name, *map(escape, cells), f"[dim]{recipe.content_hash()[:12]}[/]")
+    return table
+
+
+def _settings(values: dict[str, Any]) -> str:
+    """`{"sym": True, "ratio": 0.8}` as `sym, ratio=0.8`: the keys a recipe's YAML sets."""
+    return ", ".join(_setting(key, value) for key, value in values.items()) or "-"
+
+
+def _setting(key: str, value: Any) -> str:
+    if value is True:
+        return key
+    return f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
 
 
 @app.command()

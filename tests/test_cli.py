@@ -55,6 +55,31 @@ def test_help_states_the_exit_codes():
     ) in squashed(result.output)
 
 
+def test_recipes_of_a_set_are_a_table():
+    """One row per recipe: backend, weight format, the options its YAML sets, its gate, its hash."""
+    from quantforge.tasks.recipes import load_recipe_set
+
+    result = runner.invoke(app, ["recipes", "default"])
+    assert result.exit_code == 0 and "{" not in result.stdout  # no Python dicts
+    lines = result.stdout.splitlines()
+    assert lines[0].strip() == f"default: {load_recipe_set('default').description}"
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    cells = {row[0]: row[1:] for row in rows if row[0]}  # a wrapped cell goes on in a row without a name
+    hashes = {r.name: r.content_hash()[:12] for r in load_recipe_set("default").recipes}
+    assert cells["int8-asym"] == ["openvino", "int8", "-", "max_ppl_increase_pct=2", hashes["int8-asym"]]
+    assert cells["int4-gptq"] == [
+        *("openvino", "int4", "sym, group_size=64, ratio=0.8, backup_precision=int8_asym, gptq"),
+        *("max_ppl_increase_pct=10", hashes["int4-gptq"]),
+    ]
+    assert cells["int8-static-sq"][:4] == [
+        "openvino",
+        "w8a8",
+        "smooth_quant_alpha=0.5",
+        "max_ppl_increase_pct=5",
+    ]
+    assert list(cells) == list(hashes)
+
+
 def test_a_service_that_fails_is_exit_3_in_one_line(tmp_path):
     """MLflow (`pull`) and Prefect (`run`) unreachable: each one line naming it, exit 3, nothing written."""
     port = free_port()  # nothing listens there
