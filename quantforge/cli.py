@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
+from typer.models import ArgumentInfo
+from typer.utils import get_params_from_function
 
 from quantforge.core.errors import QuantforgeError, ServiceError
 from quantforge.core.redact import install_log_redaction, redact
@@ -29,6 +31,19 @@ EXIT_CODES = (
     "Exit codes: 0 done · 1 no variant passed its gate · 2 bad input (an option, a file, a name) · "
     "3 a service failed (MLflow, Prefect, the Hub, the disk)."
 )
+
+
+class _Command(TyperCommand):
+    """A typer command whose arguments keep their help: typer 0.25's TyperArgument sets `help` and then
+    calls click 8.5's Argument.__init__, which sets it again from its own `help` parameter, None."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        declared = get_params_from_function(self.callback.__wrapped__) if self.callback else {}
+        for param in self.params:
+            info = declared[param.name].default if param.name in declared else None
+            if isinstance(param, click.Argument) and isinstance(info, ArgumentInfo) and param.help is None:
+                param.help = info.help
 
 
 class _Deferred(click.Command):
@@ -70,7 +85,7 @@ class _Commands(TyperGroup):
                 continue  # a product command keeps its name; a plugin loads once
             try:
                 plugin = typer.Typer(add_completion=False)
-                plugin.command(ep.name)(ep.load())
+                plugin.command(ep.name, cls=_Command)(ep.load())
                 self.add_command(typer.main.get_command(plugin), ep.name)
             except Exception as error:  # a broken plugin must not take the product's commands down
                 detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -247,7 +262,7 @@ def _run_command() -> click.Command:
 
     paths = field_paths(QuantizeRequest)
 
-    class OneLineErrors(TyperCommand):
+    class OneLineErrors(_Command):
         """A value click cannot convert (`--num-samples x`) is one line naming the field, as pydantic's."""
 
         def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -288,7 +303,7 @@ def print_report(report) -> None:
     )
 
 
-@app.command("recipes")
+@app.command("recipes", cls=_Command)
 def list_recipes(
     name: Annotated[str | None, typer.Argument(help="Show this set's recipes (name or YAML path).")] = None,
     as_json: AsJson = False,
@@ -345,7 +360,7 @@ def _setting(key: str, value: Any) -> str:
     return f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
 
 
-@app.command()
+@app.command(cls=_Command)
 def pull(
     model: Annotated[
         str,
@@ -373,7 +388,7 @@ def pull(
         print(path)
 
 
-@app.command()
+@app.command(cls=_Command)
 def promote(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     version: Annotated[int, typer.Argument(help="Model version to point the alias at.")],
@@ -391,7 +406,7 @@ def promote(
         console.print(f"{name}@{alias} → version {version}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def archive(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     version: Annotated[int, typer.Argument(help="Model version to archive.")],
