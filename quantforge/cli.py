@@ -374,13 +374,12 @@ def pull(
     as_json: AsJson = False,
 ) -> None:
     """Install a registered variant, every file checked against its manifest; print its path."""
-    from quantforge.registry.aliases import resolve_version
-    from quantforge.registry.pull import install
+    from quantforge.registry.pull import install, resolve
 
     if source not in ("mlflow", "hub"):
         fail(f"`--from`: must be mlflow or hub (got {source!r})")
     with stdout_on_stderr(as_json), one_line_failures():
-        version = resolve_version(model)
+        version = resolve(model)
         path = install(version, dest, source)
     if as_json:
         print_json({"name": version.name, "version": int(version.version), "path": str(path), "from": source})

@@ -28,7 +28,7 @@ from quantforge.core.manifest import (
 from quantforge.core.paths import data_dir
 from quantforge.core.retries import IO_ERRORS, is_transient
 from quantforge.registry.aliases import resolve_version
-from quantforge.registry.tracking import tracking_uri
+from quantforge.registry.tracking import require_registry, tracking_uri
 from quantforge.registry.variants import TAG
 
 PullSource = Literal["mlflow", "hub"]
@@ -47,7 +47,13 @@ def pull(spec: str, dest: Path | None = None, source: PullSource = "mlflow") -> 
     absent, empty or an earlier install (it is never a folder of other files). Pulls of one `dest` take
     turns: the second finds the first one's install and keeps it.
     """
-    return install(resolve_version(spec), dest, source)
+    return install(resolve(spec), dest, source)
+
+
+def resolve(spec: str) -> ModelVersion:
+    """The version `spec` names (`resolve_version`), in a registry that exists (`require_registry`)."""
+    require_registry()
+    return resolve_version(spec)
 
 
 def install(version: ModelVersion, dest: Path | None = None, source: PullSource = "mlflow") -> Path:

@@ -7,6 +7,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from quantforge.core.errors import QuantforgeError
 from quantforge.core.paths import data_dir
 
 EXPERIMENT = "quantforge"
@@ -29,6 +30,17 @@ def tracking_uri() -> str:
     if "@" not in parts.netloc:  # no credentials (and urlunsplit would make sqlite:////abs/path relative)
         return uri
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def require_registry() -> None:
+    """Refuse to read a registry that is not there: with `MLFLOW_TRACKING_URI` unset, MLflow would create
+    an empty embedded database and answer that nothing is registered."""
+    database = _embedded_root() / "mlflow.db"
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not database.exists():
+        raise QuantforgeError(
+            f"`MLFLOW_TRACKING_URI` is not set and this host has no registry of its own ({database}): "
+            "set it to the MLflow server that holds the variants"
+        )
 
 
 def _credentials_from_uri() -> None:

@@ -109,6 +109,21 @@ def test_a_service_that_fails_is_exit_3_in_one_line(tmp_path):
     assert not (tmp_path / "pulled").exists() and not output.exists()
 
 
+def test_pull_without_a_tracking_uri_or_a_registry_here_says_so(tmp_path, monkeypatch):
+    """Not an empty local registry answering that nothing is registered; a host's own registry still
+    serves its pulls (tests/test_cli_json.py)."""
+    home = tmp_path / "home"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("QUANTFORGE_HOME", str(home))
+    result = runner.invoke(app, ["pull", "m--int8-asym@champion"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"error: `MLFLOW_TRACKING_URI` is not set and this host has no registry of its own "
+        f"({home / 'mlflow' / 'mlflow.db'}): set it to the MLflow server that holds the variants\n"
+    )
+    assert not home.exists()
+
+
 def test_a_source_no_one_serves_is_bad_input():
     wrong = runner.invoke(app, ["pull", "m--int8-asym@champion", "--from", "s3"])
     assert (wrong.exit_code, wrong.stderr) == (2, "error: `--from`: must be mlflow or hub (got 's3')\n")

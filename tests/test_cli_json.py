@@ -1,6 +1,6 @@
 """`--json`: one JSON document on stdout, everything else on stderr; a failure prints no document, one line
-on stderr and its exit code. The registry commands run on a sqlite registry of the test's own with a small
-synthetic variant (tests/test_registry.py); `run` runs for real on a tiny random Llama."""
+on stderr and its exit code. The registry commands run on this host's own registry (no tracking URI) with a
+small synthetic variant (tests/test_registry.py); `run` runs for real on a tiny random Llama."""
 
 import json
 import os
@@ -56,8 +56,10 @@ def test_recipes_as_json():
 
 @pytest.fixture
 def registered(tmp_path, monkeypatch) -> tuple[str, int]:
-    """One passing version in a sqlite registry of this test: its name and number."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    """One passing version in the registry of this host (no MLFLOW_TRACKING_URI: the embedded one in a
+    QUANTFORGE_HOME of this test): its name and number."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("QUANTFORGE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     recorded = record(tmp_path / "v", make_variant(tmp_path / "v", "a" * 40, recipe="int8-asym"), 21.0)
     return recorded.model_name, recorded.model_version
