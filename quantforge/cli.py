@@ -9,11 +9,12 @@ import sys
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points, version
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import click
 import typer
-from pydantic import ValidationError
+from click.core import ParameterSource
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -241,9 +242,89 @@ def request_from(values: dict[str, Any]):
             fail(one_line(error))
 
 
-def run(values: dict[str, Any], *, as_json: AsJson = False) -> None:
+class OneOffRecipe(BaseModel):
+    """A recipe in optimum-cli's words (`optimum-cli export openvino --help`): `run`'s options for one
+    variant without a YAML file."""
+
+    model_config = ConfigDict(title="One recipe, in optimum-cli's words (instead of --recipes)")
+
+    weight_format: Literal["int4", "int8"] | None = Field(
+        default=None, description="Weight format of the one recipe these options build."
+    )
+    sym: bool = Field(default=False, description="Symmetric quantization (default: asymmetric).")
+    group_size: int | None = Field(
+        default=None, description="Group size of 4-bit weights (default 128; -1: per channel)."
+    )
+    ratio: float | None = Field(
+        default=None, description="Share of 4-bit weights, the rest in the backup precision (default 1)."
+    )
+    backup_precision: Literal["none", "int8_sym", "int8_asym"] | None = Field(
+        default=None, description="Precision of the weights not in 4 bits (default: int8_asym)."
+    )
+    awq: bool = Field(default=False, description="AWQ (data-aware: needs --dataset).")
+    scale_estimation: bool = Field(
+        default=False, description="Scale estimation (data-aware: needs --dataset)."
+    )
+    gptq: bool = Field(default=False, description="GPTQ (data-aware: needs --dataset).")
+    lora_correction: bool = Field(default=False, description="LoRA correction (data-aware: needs --dataset).")
+
+
+def one_off_recipe(options: OneOffRecipe):
+    """The Recipe `options` describe, named from them (`int4-sym-g64-r08-awq-se`); None when none is given."""
+    from quantforge.tasks.recipes import Recipe
+
+    defaults = OneOffRecipe()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in OneOffRecipe.model_fields
+        if getattr(options, name) != getattr(defaults, name)
+    ]
+    if not given:
+        return None
+    if options.weight_format is None:
+        fail(f"`weight_format`: {', '.join(given)} describe one recipe: add --weight-format int4 or int8")
+    four_bit = options.weight_format == "int4"
+    fields = options.model_dump(exclude={"weight_format"}, exclude_none=True) | {"bits": 4 if four_bit else 8}
+    if four_bit and options.group_size is None:
+        fields["group_size"] = 128  # optimum-cli's default for int4
+    name = _one_off_name(options.weight_format, fields)
+    try:
+        return Recipe(name=name, **fields)
+    except ValidationError as error:
+        fail(f"`recipe` {name!r} (from --weight-format and its options): {one_line(error)}")
+
+
+def _one_off_name(weight_format: str, fields: dict[str, Any]) -> str:
+    parts = [weight_format, "sym" if fields["sym"] else "asym"]
+    if (group := fields.get("group_size")) is not None:
+        parts.append("per-channel" if group == -1 else f"g{group}")
+    if fields.get("ratio", 1) != 1:
+        parts.append("r" + f"{fields['ratio']:g}".replace(".", ""))
+    if "backup_precision" in fields:
+        parts.append("backup-" + fields["backup_precision"].replace("_", "-"))
+    tags = {"awq": "awq", "scale_estimation": "se", "gptq": "gptq", "lora_correction": "lora"}
+    return "-".join(parts + [tag for flag, tag in tags.items() if fields[flag]])
+
+
+def with_one_off(values: dict[str, Any], options: OneOffRecipe) -> dict[str, Any]:
+    """The request's `values` with the one recipe `options` build instead of a set, if they build one."""
+    recipe = one_off_recipe(options)
+    if recipe is None:
+        return values
+    context = click.get_current_context()
+    given = [
+        f"--{n}"
+        for n in ("recipes", "only")
+        if context.get_parameter_source(n) is not ParameterSource.DEFAULT
+    ]
+    if given:
+        fail(f"`recipes`: --weight-format builds one recipe ({recipe.name}), not with {' or '.join(given)}")
+    return {k: v for k, v in values.items() if k not in ("recipes", "only")} | {"recipe": recipe}
+
+
+def run(values: dict[str, Any], *, one_off: OneOffRecipe, as_json: AsJson = False) -> None:
     """Quantize MODEL with every recipe of a set, measure each against the original, and gate them."""
-    request = request_from(values)
+    request = request_from(with_one_off(values, one_off))
     with stdout_on_stderr(as_json):
         report = run_flow(request)
     if as_json:
@@ -260,7 +341,8 @@ def _run_command() -> click.Command:
     from quantforge.cli_options import field_paths, options_from
     from quantforge.tasks.request import QuantizeRequest
 
-    paths = field_paths(QuantizeRequest)
+    omit = ("recipe",)  # set from the one-off options (OneOffRecipe)
+    paths = field_paths(QuantizeRequest, omit)
 
     class OneLineErrors(_Command):
         """A value click cannot convert (`--num-samples x`) is one line naming the field, as pydantic's."""
@@ -271,10 +353,11 @@ def _run_command() -> click.Command:
             except click.BadParameter as error:
                 if isinstance(error, click.MissingParameter) or error.param is None:
                     raise
-                fail(f"`{'.'.join(paths[error.param.name])}`: {error.message}")
+                fail(f"`{'.'.join(paths.get(error.param.name, (error.param.name,)))}`: {error.message}")
 
     command = typer.Typer(add_completion=False)
-    command.command("run", cls=OneLineErrors)(options_from(QuantizeRequest, arguments=("model",))(run))
+    options = options_from(QuantizeRequest, ("model",), omit, aliases={"calibration": ("--dataset",)})
+    command.command("run", cls=OneLineErrors)(options(run))
     return typer.main.get_command(command)
 
 

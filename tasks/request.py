@@ -26,6 +26,10 @@ class QuantizeRequest(BaseModel):
         default="default", description="Recipe set name (see `quantforge recipes`) or YAML path."
     )
     only: list[str] = Field(default_factory=list, description="Run only this recipe of the set (repeatable).")
+    recipe: Recipe | None = Field(
+        default=None,
+        description="One recipe instead of a set (`quantforge run` builds it from optimum-cli's options).",
+    )
     calibration: str | None = Field(
         default=None, description="Calibration text: wikitext2, c4, or a .txt/.jsonl file or folder."
     )
@@ -66,6 +70,14 @@ class QuantizeRequest(BaseModel):
     )
 
     @model_validator(mode="after")
+    def _one_recipe_or_a_set(self) -> "QuantizeRequest":
+        if self.recipe is not None and (given := sorted({"recipes", "only"} & self.model_fields_set)):
+            raise ValueError(
+                f"`recipe` {self.recipe.name!r} replaces the recipe set: not with `{'`, `'.join(given)}`"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_recipes(self) -> "QuantizeRequest":
         recipes = self.selected_recipes()
         needing_data = [r.name for r in recipes if r.data_aware]
@@ -90,7 +102,9 @@ class QuantizeRequest(BaseModel):
         return self
 
     def selected_recipes(self) -> list[Recipe]:
-        """The recipes of the set, narrowed to `only` when given."""
+        """The one `recipe`, or the recipes of the set narrowed to `only` when given."""
+        if self.recipe is not None:
+            return [self.recipe]
         recipes = load_recipe_set(self.recipes).recipes
         if not self.only:
             return recipes

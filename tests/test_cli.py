@@ -164,6 +164,36 @@ def test_plugin_commands_are_added_and_a_broken_one_is_one_line(monkeypatch):
         (["--max-ppl", "0"], "`gates.max_ppl`: Input should be greater than 0 (got 0.0)"),
         (["--only", "int9"], "`only`: no recipe named int9"),
         ([], "`calibration` is required by data-aware recipes: int4-awq-se"),
+        (
+            ["--weight-format", "int4", "--recipes", "quick"],
+            "`recipes`: --weight-format builds one recipe (int4-asym-g128), not with --recipes",
+        ),
+        (["--weight-format", "int8", "--only", "int8-asym"], "not with --only"),
+        (
+            ["--sym", "--ratio", "0.8"],
+            "`weight_format`: --sym, --ratio describe one recipe: add --weight-format",
+        ),
+        (
+            [
+                *("--weight-format", "int4", "--sym", "--group-size", "64", "--ratio", "0.8", "--awq"),
+                *("--scale-estimation", "--gptq", "--dataset", "wikitext2"),
+            ],
+            "`recipe` 'int4-sym-g64-r08-awq-se-gptq' (from --weight-format and its options): "
+            "`gptq` and `awq` cannot be combined",
+        ),
+        (
+            ["--weight-format", "int8", "--group-size", "64"],
+            "`group_size` is for 4-bit weights, got 64 with bits=8",
+        ),
+        (
+            ["--weight-format", "int4", "--ratio", "1.5"],
+            "`ratio`: Input should be less than or equal to 1 (got 1.5)",
+        ),
+        (["--weight-format", "int4", "--group-size", "x"], "`group_size`: 'x' is not a valid integer."),
+        (
+            ["--weight-format", "int4", "--awq"],
+            "`calibration` is required by data-aware recipes: int4-asym-g128-awq",
+        ),
     ],
 )
 def test_invalid_requests_fail_before_any_work(arguments, message, tmp_path):
@@ -178,19 +208,25 @@ def test_invalid_requests_fail_before_any_work(arguments, message, tmp_path):
 
 
 def test_run_options_are_the_request_fields_with_their_help():
-    """One option per field of the request, gate limits flattened, each with the field's description."""
+    """One option per field of the request, gate limits flattened, each with the field's description;
+    `recipe` comes from optimum-cli's options instead, each with its description too."""
+    from quantforge.cli import OneOffRecipe
     from quantforge.cli_options import leaf_fields
     from quantforge.tasks.request import QuantizeRequest
 
-    result = runner.invoke(app, ["run", "--help"])
-    text = " ".join(result.output.replace("│", " ").split())
-    options = [path for path, _, _ in leaf_fields(QuantizeRequest) if path != ("model",)]
-    assert {path[0] for path in options} == set(QuantizeRequest.model_fields) - {"model"}
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "240"})  # no cell wraps
+    text = squashed(result.output)
+    options = [path for path, _, _ in leaf_fields(QuantizeRequest, omit=("recipe",)) if path != ("model",)]
+    assert {path[0] for path in options} == set(QuantizeRequest.model_fields) - {"model", "recipe"}
     assert ("gates", "max_ppl_increase_pct") in options
-    for path, field, _ in leaf_fields(QuantizeRequest):
+    assert QuantizeRequest.model_fields["recipe"].description
+    fields = [*leaf_fields(QuantizeRequest, omit=("recipe",)), *leaf_fields(OneOffRecipe)]
+    for path, field, _ in fields:
         assert field.description, f"`{'.'.join(path)}` has no description"
         if path != ("model",):
-            assert f"--{path[-1].replace('_', '-')} " in text and field.description in text
+            assert re.search(f"--{path[-1].replace('_', '-')}[ ,]", text) and field.description in text
+    assert "--calibration,--dataset TEXT" in text  # optimum-cli's name for it
+    assert "One recipe, in optimum-cli's words (instead of --recipes)" in text
 
 
 @pytest.mark.parametrize(
@@ -273,7 +309,48 @@ def test_run_builds_the_request_the_options_say(requested):
     expected = QuantizeRequest(model="org/model", **options, gates=GateLimits(**gates))
     for name in QuantizeRequest.model_fields:
         assert getattr(request, name) == getattr(expected, name), name
-        assert name == "model" or getattr(request, name) != getattr(default, name), f"`{name}` not set"
+        if name not in (
+            "model",
+            "recipe",
+        ):  # one recipe replaces the set: test_optimum_options_build_one_recipe
+            assert getattr(request, name) != getattr(default, name), f"`{name}` not set"
+
+
+def test_optimum_options_build_one_recipe(requested):
+    """optimum-cli's words give one recipe, named from them, instead of a set; `--dataset` is
+    `--calibration`; optimum's defaults (int4: asymmetric, groups of 128) give the shipped int4-asym-g128."""
+    from quantforge.tasks.recipes import Recipe, load_recipe_set
+
+    arguments = [
+        *("--weight-format", "int4", "--sym", "--group-size", "64", "--ratio", "0.8"),
+        *("--backup-precision", "int8_asym", "--awq", "--scale-estimation", "--dataset", "wikitext2"),
+    ]
+    assert runner.invoke(app, ["run", "org/model", *arguments]).exit_code == 0
+    request = requested.pop()
+    shipped = {r.name: r for r in load_recipe_set("default").recipes}["int4-awq-se"]
+    (recipe,) = request.selected_recipes()
+    assert recipe == request.recipe
+    assert recipe.name == "int4-sym-g64-r08-backup-int8-asym-awq-se"
+    assert recipe.content_hash() == shipped.content_hash()  # the same variant as the shipped recipe
+    assert request.calibration == "wikitext2"
+
+    def built(*options: str) -> Recipe:
+        assert runner.invoke(app, ["run", "org/model", "--weight-format", *options]).exit_code == 0
+        return requested.pop().recipe
+
+    quick = {r.name: r for r in load_recipe_set("quick").recipes}
+    assert built("int4") == Recipe(name="int4-asym-g128", bits=4, group_size=128)
+    assert built("int4").content_hash() == quick["int4-asym-g128"].content_hash()
+    assert built("int8") == Recipe(name="int8-asym", bits=8)
+    assert built("int8").content_hash() == quick["int8-asym"].content_hash()
+    assert built("int8", "--sym") == Recipe(name="int8-sym", bits=8, sym=True)
+    assert built("int4", "--group-size", "-1", "--ratio", "0.75", "--backup-precision", "none") == Recipe(
+        name="int4-asym-per-channel-r075-backup-none",
+        bits=4,
+        group_size=-1,
+        ratio=0.75,
+        backup_precision="none",
+    )
 
 
 def test_options_follow_the_model_a_new_field_included():
@@ -291,7 +368,7 @@ def test_options_follow_the_model_a_new_field_included():
 
     seen = []
     command = typer.Typer()
-    command.command()(options_from(Wider, arguments=("model",))(seen.append))
+    command.command()(options_from(Wider, arguments=("model",), omit=("recipe",))(seen.append))
     assert runner.invoke(command, ["org/model", "--tries", "4"]).exit_code == 0
     assert Wider(**seen.pop()) == Wider(model="org/model", tries=4, gates=GateLimits(max_ppl=9.0))
     help_text = " ".join(runner.invoke(command, ["--help"]).output.replace("│", " ").split())
@@ -316,7 +393,7 @@ def test_a_command_adds_options_that_are_no_field():
         seen.append((values["model"], values["seed"], loud))
 
     typed = typer.Typer()
-    typed.command()(options_from(QuantizeRequest, arguments=("model",))(command))
+    typed.command()(options_from(QuantizeRequest, arguments=("model",), omit=("recipe",))(command))
     assert runner.invoke(typed, ["org/model", "--loud", "--seed", "3"]).exit_code == 0
     assert seen == [("org/model", 3, True)]
     assert "--loud Say it louder." in squashed(runner.invoke(typed, ["--help"]).output)
@@ -324,8 +401,8 @@ def test_a_command_adds_options_that_are_no_field():
     def clash(values, *, seed: int = 0) -> None:
         """`--seed` twice."""
 
-    with pytest.raises(TypeError, match=r"clash: parameters \['seed'\] are fields of QuantizeRequest"):
-        options_from(QuantizeRequest)(clash)
+    with pytest.raises(TypeError, match=r"clash: options \['seed'\] would be given twice"):
+        options_from(QuantizeRequest, omit=("recipe",))(clash)
 
 
 def test_old_option_names_are_refused():
