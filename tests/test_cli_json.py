@@ -102,13 +102,14 @@ def test_registry_commands_as_json(registered, tmp_path, monkeypatch):
 
 @pytest.mark.model
 def test_run_as_json_is_the_report_on_stdout_and_the_logs_on_stderr(bundled_model, tmp_path):
-    """A tiny Llama whose one variant fails its size gate: exit 1, report.json's content on stdout, and
-    on stderr Prefect's logs and nncf's bit-width table (which nncf writes to stdout)."""
+    """A tiny Llama, one recipe in optimum-cli's words whose variant fails its size gate: exit 1,
+    report.json's content on stdout, and on stderr Prefect's logs and nncf's bit-width table (which nncf
+    writes to stdout)."""
     model = tiny_model("llama", tmp_path / "tiny-llama", bundled_model)
     output = tmp_path / "out"
     done = subprocess.run(
         [
-            *(QUANTFORGE, "run", str(model), "--recipes", "quick", "--only", "int8-asym"),
+            *(QUANTFORGE, "run", str(model), "--weight-format", "int8", "--sym"),
             *("--evaluation", str(EVALUATION_TEXT), "--window", "128", "--max-eval-windows", "1"),
             *("--new-tokens", "4"),
             *("--max-size-mb", "0.001", "--output-dir", str(output), "--json"),
@@ -127,7 +128,7 @@ def test_run_as_json_is_the_report_on_stdout_and_the_logs_on_stderr(bundled_mode
     document = json.loads(done.stdout)
     (report,) = output.rglob("report.json")
     assert document == json.loads(report.read_text())
-    assert document["best"] is None and [v["recipe"] for v in document["variants"]] == ["int8-asym"]
+    assert document["best"] is None and [v["recipe"] for v in document["variants"]] == ["int8-sym"]
     assert "Statistics of the bitwidth distribution" in done.stderr
     assert "Finished in state Completed()" in done.stderr
     assert f"report and variants in {output}" in done.stderr
