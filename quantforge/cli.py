@@ -113,6 +113,7 @@ AsJson = Annotated[
 
 
 def _print_version(wanted: bool) -> None:
+    """`--version`: the installed distribution's version, then exit."""
     if wanted:
         print(f"quantforge {version('quantforge')}")
         raise typer.Exit()
@@ -323,7 +324,7 @@ def with_one_off(values: dict[str, Any], options: OneOffRecipe) -> dict[str, Any
 
 
 def run(values: dict[str, Any], *, one_off: OneOffRecipe, as_json: AsJson = False) -> None:
-    """Quantize MODEL with every recipe of a set, measure each against the original, and gate them."""
+    """Quantize MODEL with each recipe of a set, or optimum-cli's options; measure and gate each variant."""
     request = request_from(with_one_off(values, one_off))
     with stdout_on_stderr(as_json):
         report = run_flow(request)
