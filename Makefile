@@ -9,7 +9,7 @@ EVALUATION_TEXT := /usr/share/common-licenses/GPL-3
 # IPEX 2.8 (archived) pins torch 2.8 and transformers 4.51: it gets its own environment, made on request.
 IPEX_VENV := .venv-ipex
 
-.PHONY: install demo test ipex-env
+.PHONY: install demo test ipex-env redis
 
 # Every package at the exact version in requirements.lock, without dependency resolution: the lock
 # already is the resolution (it drops torchvision, which optimum-intel names but LLM export never uses).
@@ -40,3 +40,12 @@ demo: install
 # their module fixtures (servers, a sweep) and much of a test is waiting on processes and servers.
 test: install
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
+
+# Redis, from Debian's package: tests/test_triggers.py runs the production stack (Prefect's messaging,
+# cache, leases and docket on Redis; PostgreSQL, already on the image, under both servers) on loopback.
+REDIS_SERVER := /usr/bin/redis-server
+
+$(REDIS_SERVER):
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server
+
+redis: $(REDIS_SERVER)
