@@ -1,60 +1,75 @@
-"""Measuring an OpenVINO model folder: perplexity on fixed token windows, weight precision shares, size,
-and decode speed through openvino_genai. The PyTorch side is `torch_runtime.py`, under the same protocol."""
+"""Measuring an OpenVINO model folder: perplexity and divergence from its baseline on fixed token windows,
+weight precision shares, size, and decode speed through openvino_genai. The PyTorch side is
+`torch_runtime.py`, under the same protocol (and the same scoring)."""
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from rich.progress import Progress
 
-from quantforge.core.records import Metrics, Perplexity, Speed, WeightShares
+from quantforge.core.records import Divergence, Metrics, Perplexity, Speed, WeightShares
 from quantforge.tasks.datasets import TokenSet
 from quantforge.tasks.export import IR_XML
-from quantforge.tasks.metrics_cache import cached_metrics, windows_key
-from quantforge.tasks.torch_runtime import SPEED_PROMPT, folder_size_mb
+from quantforge.tasks.metrics_cache import cached_baseline, cached_metrics, windows_key
+from quantforge.tasks.torch_runtime import COMPACT_FORM, SPEED_PROMPT, folder_size_mb, score_windows
 
 # Perplexity runs at OpenVINO's default inference precision (bf16 on AMX CPUs): what serving gets, 3.4x
 # faster than an f32 hint here, and within 0.1 % of PyTorch fp32 on the bundled model (docs/decisions.md).
 
 
-def window_nll(logits: np.ndarray, window: np.ndarray) -> float:
-    """Summed negative log-likelihood of window[1:] given logits[:-1] (torch's fused log-softmax)."""
-    import torch
+def scores(
+    model_dir: Path, windows: TokenSet, against: Path | None = None, keep: Path | None = None
+) -> tuple[Perplexity, Divergence | None]:
+    """Score every window in one forward pass each (fresh state); token t is predicted from tokens < t.
+    Against a baseline's kept distributions, the divergence too; with `keep`, keep this model's there
+    (`torch_runtime.score_windows`)."""
+    forward = window_logits(model_dir, windows.windows.shape[1])
+    with Progress(transient=True) as progress:
+        bar = progress.add_task(f"perplexity {model_dir.name}", total=len(windows.windows))
 
-    predicted = torch.from_numpy(np.ascontiguousarray(logits[:-1], dtype=np.float32))
-    return float(torch.nn.functional.cross_entropy(predicted, torch.from_numpy(window[1:]), reduction="sum"))
+        def logits_of(window: np.ndarray):
+            logits = forward(window)
+            progress.advance(bar)
+            return logits
+
+        scored = score_windows(logits_of, windows.windows, against, keep)
+    divergence = scored["divergence"]
+    return Perplexity(**scored["perplexity"]), Divergence(**divergence) if divergence else None
 
 
-def perplexity(model_dir: Path, windows: TokenSet) -> Perplexity:
-    """Score every window in one forward pass each (fresh state); token t is predicted from tokens < t."""
+def window_logits(model_dir: Path, length: int) -> Callable[[np.ndarray], Any]:
+    """A function giving one window's logits ([length, vocab] torch tensor) from a fresh state."""
     import openvino as ov
+    import torch
 
     compiled = ov.Core().compile_model(model_dir / IR_XML, "CPU")
     request = compiled.create_infer_request()
     input_names = {port.get_any_name() for port in compiled.inputs}
-    data = windows.windows
-    positions = np.arange(data.shape[1], dtype=np.int64)[None]
-    total_nll = 0.0
-    with Progress(transient=True) as progress:
-        bar = progress.add_task(f"perplexity {model_dir.name}", total=len(data))
-        for window in data:
-            request.reset_state()
-            inputs = {
-                "input_ids": window[None],
-                "attention_mask": np.ones_like(window[None]),
-                "position_ids": positions,
-                "beam_idx": np.zeros(1, dtype=np.int32),
-            }
-            request.infer({k: v for k, v in inputs.items() if k in input_names})
-            total_nll += window_nll(request.get_tensor("logits").data[0], window)
-            progress.advance(bar)
-    scored = data.shape[0] * (data.shape[1] - 1)
-    mean = total_nll / scored
-    ppl = math.nan if math.isnan(mean) else math.exp(min(mean, 709.0))  # exp(709.8) overflows a float
-    return Perplexity(ppl=ppl, mean_nll=mean, tokens_scored=scored, windows=len(data))
+    positions = np.arange(length, dtype=np.int64)[None]
+
+    def forward(window: np.ndarray) -> torch.Tensor:
+        request.reset_state()
+        inputs = {
+            "input_ids": window[None],
+            "attention_mask": np.ones_like(window[None]),
+            "position_ids": positions,
+            "beam_idx": np.zeros(1, dtype=np.int32),
+        }
+        request.infer({k: v for k, v in inputs.items() if k in input_names})
+        return torch.from_numpy(request.get_tensor("logits").data[0])
+
+    return forward
+
+
+def perplexity(model_dir: Path, windows: TokenSet) -> Perplexity:
+    """Perplexity alone, as `scores` measures it."""
+    return scores(model_dir, windows)[0]
 
 
 def weight_shares(model_dir: Path) -> WeightShares:
@@ -103,21 +118,39 @@ def decode_speed(model_dir: Path, new_tokens: int = 64, repeats: int = 2) -> Spe
     return Speed(tokens_per_second=throughput, ttft_ms=ttft, new_tokens=new_tokens)
 
 
-def measure_model(model_dir: Path, windows: TokenSet, new_tokens: int | None) -> Metrics:
-    """All metrics of one model folder; cached per (folder, evaluation windows, new-token count)."""
+def measure_model(
+    model_dir: Path, windows: TokenSet, new_tokens: int | None, against: Path | None
+) -> Metrics:
+    """All metrics of a variant's folder, with its divergence from the baseline whose distributions are
+    kept in `against` (when given); cached per (folder, evaluation windows, new-token count, baseline)."""
+    key = f"openvino|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|against {against}"
+    return cached_metrics(key, lambda: _measure(model_dir, windows, new_tokens, against=against))
 
-    def compute() -> Metrics:
-        started = time.perf_counter()
-        metrics = Metrics(
-            perplexity=perplexity(model_dir, windows),
-            speed=decode_speed(model_dir, new_tokens) if new_tokens else None,
-            size_mb=folder_size_mb(model_dir),
-            weights=weight_shares(model_dir),
-        )
-        metrics.seconds = time.perf_counter() - started
-        return metrics
 
-    return cached_metrics(f"openvino|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}", compute)
+def measure_baseline(model_dir: Path, windows: TokenSet, new_tokens: int | None) -> tuple[Metrics, Path]:
+    """All metrics of the baseline's folder, and the folder keeping its next-token distributions."""
+    key = f"openvino|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|{COMPACT_FORM}"
+    return cached_baseline(key, lambda keep: _measure(model_dir, windows, new_tokens, keep=keep))
+
+
+def _measure(
+    model_dir: Path,
+    windows: TokenSet,
+    new_tokens: int | None,
+    against: Path | None = None,
+    keep: Path | None = None,
+) -> Metrics:
+    started = time.perf_counter()
+    perplexity, divergence = scores(model_dir, windows, against, keep)
+    return Metrics(
+        perplexity=perplexity,
+        divergence=divergence,
+        speed=decode_speed(model_dir, new_tokens) if new_tokens else None,
+        size_mb=folder_size_mb(model_dir),
+        weights=weight_shares(model_dir),
+        seconds=time.perf_counter() - started,
+    )
 
 
 measure_model_task = task(measure_model, name="openvino-measure", cache_policy=NO_CACHE)
+measure_baseline_task = task(measure_baseline, name="openvino-measure", cache_policy=NO_CACHE)

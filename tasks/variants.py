@@ -55,4 +55,4 @@ def make_variant(job: Job, baseline: Baseline) -> tuple[Made, Metrics]:
     else:
         discard(job.target)  # an earlier copy that failed verification
         made = task(backend.make, name=f"{backend.name}-quantize", cache_policy=NO_CACHE)(job, baseline)
-    return made, made.metrics or backend.measure(job)
+    return made, made.metrics or backend.measure(job, baseline)

@@ -11,6 +11,24 @@ class Perplexity(BaseModel):
     mean_nll: float
     tokens_scored: int
     windows: int
+    # Summed NLL of each window, so a variant's and its baseline's can be paired window by window
+    # (empty in records made before issue 18).
+    window_nll: list[float] = []
+
+
+class Divergence(BaseModel):
+    """How far a variant's next-token distributions are from its baseline's on the same windows:
+    KL(baseline || variant) per token and top-1 agreement, as llama.cpp's `perplexity --kl-divergence`."""
+
+    mean_kld: float
+    p99_kld: float
+    top1_agreement: float  # share of tokens whose most likely next token is the baseline's
+    # the baseline's distributions were kept as their top_k log-probs, rest_samples tokens drawn from the
+    # rest and the rest's mass (tasks/torch_runtime.py's `compact`)
+    top_k: int
+    rest_samples: int
+    window_kld: list[float] = []  # summed KLD of each window (empty where not kept, as window_nll)
+    window_top1: list[int] = []  # tokens of each window whose top-1 agrees
 
 
 class Speed(BaseModel):
@@ -37,6 +55,7 @@ class Metrics(BaseModel):
     size_mb: float
     weights: WeightShares
     seconds: float = 0.0  # wall time of the whole measurement
+    divergence: Divergence | None = None  # None for a baseline, and where not measured (IPEX, older runs)
 
 
 class StepUsage(BaseModel):

@@ -47,6 +47,8 @@ class Baseline(BaseModel):
     label: str  # how the model card and the report name it
     metrics: Metrics
     folder: Path | None = None  # what variants start from, where the runtime has one (OpenVINO: the IR)
+    # its next-token distributions, kept to measure its variants' divergence; None when taken from a record
+    reference: Path | None = None
     usage: StepUsage | None = None  # what preparing it cost in this run; None when nothing was prepared
 
 
@@ -107,8 +109,8 @@ class Backend(ABC):
         """Write the variant's folder at `job.target`, renamed into place only once complete."""
 
     @abstractmethod
-    def measure(self, job: Job) -> Metrics:
-        """Measure the variant at `job.target` on the job's evaluation windows."""
+    def measure(self, job: Job, baseline: Baseline) -> Metrics:
+        """Measure the variant at `job.target` on the job's evaluation windows, against `baseline`."""
 
     @abstractmethod
     def usage(self, repo_id: str) -> list[str]:

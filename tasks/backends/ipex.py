@@ -98,7 +98,7 @@ class IpexBackend(Backend):
         usage = StepUsage(seconds=result["quantize_seconds"], peak_pss_mb=result["quantize_peak_rss_mb"])
         return Made(manifest=manifest, usage=usage, metrics=metrics)
 
-    def measure(self, job: Job) -> Metrics:
+    def measure(self, job: Job, baseline: Baseline) -> Metrics:
         raise QuantforgeError("IPEX variants are measured by the worker that makes them")
 
     def usage(self, repo_id: str) -> list[str]:

@@ -21,7 +21,7 @@ from quantforge.tasks.backends.base import Backend, Baseline, Job, Made, Runtime
 from quantforge.tasks.datasets import TokenSet
 from quantforge.tasks.export import IR_BIN, IR_XML, BaselineIR, export_baseline
 from quantforge.tasks.fetch import SourceModel
-from quantforge.tasks.openvino_measure import measure_model_task
+from quantforge.tasks.openvino_measure import measure_baseline_task, measure_model_task
 from quantforge.tasks.resources import measure
 from quantforge.tasks.toolchain import installed_versions, versions_hash
 
@@ -39,8 +39,15 @@ class OpenVinoRuntime(Runtime):
     def baseline(self, source: SourceModel, evaluation: TokenSet, request: QuantizeRequest) -> Baseline:
         """The source exported once per (sha, dtype, toolchain), measured like every variant."""
         ir = task(export_ir, name="openvino-export", cache_policy=NO_CACHE)(source, request.export_dtype)
-        metrics = measure_model_task(ir.path, evaluation, request.new_tokens)
-        return Baseline(runtime=self.name, label=self.label, metrics=metrics, folder=ir.path, usage=ir.usage)
+        metrics, reference = measure_baseline_task(ir.path, evaluation, request.new_tokens)
+        return Baseline(
+            runtime=self.name,
+            label=self.label,
+            metrics=metrics,
+            folder=ir.path,
+            reference=reference,
+            usage=ir.usage,
+        )
 
 
 class OpenVinoBackend(Backend):
@@ -61,8 +68,8 @@ class OpenVinoBackend(Backend):
     def make(self, job: Job, baseline: Baseline) -> Made:
         return quantize(baseline.folder, job)
 
-    def measure(self, job: Job) -> Metrics:
-        return measure_model_task(job.target, job.evaluation, job.new_tokens)
+    def measure(self, job: Job, baseline: Baseline) -> Metrics:
+        return measure_model_task(job.target, job.evaluation, job.new_tokens, baseline.reference)
 
     def usage(self, repo_id: str) -> list[str]:
         return [

@@ -12,12 +12,12 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from quantforge.core.records import Metrics, Perplexity, Speed, WeightShares
+from quantforge.core.records import Divergence, Metrics, Perplexity, Speed, WeightShares
 from quantforge.tasks import torch_runtime
 from quantforge.tasks.backends.base import Baseline, Runtime
 from quantforge.tasks.datasets import TokenSet
 from quantforge.tasks.fetch import SourceModel
-from quantforge.tasks.metrics_cache import cached_metrics, windows_key
+from quantforge.tasks.metrics_cache import cached_baseline, cached_metrics, windows_key
 
 if TYPE_CHECKING:
     from quantforge.tasks.recipes import Recipe
@@ -39,8 +39,8 @@ class PyTorchRuntime(Runtime):
 
     def baseline(self, source: SourceModel, evaluation: TokenSet, request: QuantizeRequest) -> Baseline:
         """The fp32 source in PyTorch: what torchao and IPEX variants are judged against."""
-        metrics = measure_pytorch_task(source.local_dir, source.local_dir, evaluation, request.new_tokens)
-        return Baseline(runtime=self.name, label=self.label, metrics=metrics)
+        metrics, reference = measure_pytorch_baseline_task(source.local_dir, evaluation, request.new_tokens)
+        return Baseline(runtime=self.name, label=self.label, metrics=metrics, reference=reference)
 
 
 RUNTIME = PyTorchRuntime()
@@ -71,28 +71,51 @@ def speed_prompt_ids(model_dir: Path) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-def measure_pytorch(model_dir: Path, source_dir: Path, windows: TokenSet, new_tokens: int | None) -> Metrics:
-    """Perplexity, decode speed, size and weight shares of a transformers folder, as transformers loads it."""
+def measure_pytorch(
+    model_dir: Path, source_dir: Path, windows: TokenSet, new_tokens: int | None, against: Path | None
+) -> Metrics:
+    """Perplexity, decode speed, size and weight shares of a transformers folder, as transformers loads it,
+    and its divergence from the baseline whose distributions are kept in `against` (when given)."""
+    key = f"pytorch|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|against {against}"
+    return cached_metrics(key, lambda: _measure(model_dir, source_dir, windows, new_tokens, against=against))
 
-    def compute() -> Metrics:
-        import torch
-        from transformers import AutoModelForCausalLM
 
-        started = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-        speed = None
-        if new_tokens:
-            speed = Speed(**torch_runtime.decode_speed(model, speed_prompt_ids(source_dir), new_tokens))
-        metrics = Metrics(
-            perplexity=Perplexity(**torch_runtime.perplexity(model, windows.windows)),
-            speed=speed,
-            size_mb=torch_runtime.folder_size_mb(model_dir),
-            weights=WeightShares(**torch_runtime.weight_shares(model)),
-        )
-        metrics.seconds = time.perf_counter() - started
-        return metrics
+def measure_pytorch_baseline(
+    source_dir: Path, windows: TokenSet, new_tokens: int | None
+) -> tuple[Metrics, Path]:
+    """The fp32 source's metrics, and the folder keeping its next-token distributions."""
+    key = f"pytorch|{source_dir.resolve()}|{windows_key(windows)}|{new_tokens}|{torch_runtime.COMPACT_FORM}"
+    return cached_baseline(key, lambda keep: _measure(source_dir, source_dir, windows, new_tokens, keep=keep))
 
-    return cached_metrics(f"pytorch|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}", compute)
+
+def _measure(
+    model_dir: Path,
+    source_dir: Path,
+    windows: TokenSet,
+    new_tokens: int | None,
+    against: Path | None = None,
+    keep: Path | None = None,
+) -> Metrics:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    started = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    speed = None
+    if new_tokens:
+        speed = Speed(**torch_runtime.decode_speed(model, speed_prompt_ids(source_dir), new_tokens))
+    scored = torch_runtime.score_windows(
+        lambda window: torch_runtime.model_logits(model, window), windows.windows, against, keep
+    )
+    divergence = scored["divergence"]
+    return Metrics(
+        perplexity=Perplexity(**scored["perplexity"]),
+        divergence=Divergence(**divergence) if divergence else None,
+        speed=speed,
+        size_mb=torch_runtime.folder_size_mb(model_dir),
+        weights=WeightShares(**torch_runtime.weight_shares(model)),
+        seconds=time.perf_counter() - started,
+    )
 
 
 def copy_tokenizer(source_dir: Path, out: Path) -> None:
@@ -103,3 +126,4 @@ def copy_tokenizer(source_dir: Path, out: Path) -> None:
 
 
 measure_pytorch_task = task(measure_pytorch, name="pytorch-measure", cache_policy=NO_CACHE)
+measure_pytorch_baseline_task = task(measure_pytorch_baseline, name="pytorch-measure", cache_policy=NO_CACHE)

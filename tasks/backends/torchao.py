@@ -51,8 +51,10 @@ class TorchAoBackend(Backend):
             pytorch.copy_tokenizer(job.source.local_dir, tmp)
             return Made(manifest=write_manifest(job, tmp), usage=usage)
 
-    def measure(self, job: Job) -> Metrics:
-        return pytorch.measure_pytorch_task(job.target, job.source.local_dir, job.evaluation, job.new_tokens)
+    def measure(self, job: Job, baseline: Baseline) -> Metrics:
+        return pytorch.measure_pytorch_task(
+            job.target, job.source.local_dir, job.evaluation, job.new_tokens, baseline.reference
+        )
 
     def usage(self, repo_id: str) -> list[str]:
         return [
