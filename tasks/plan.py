@@ -24,10 +24,12 @@ class Decision(BaseModel):
 
 def decide(recipe: Recipe, record: RecordedVariant | None, gates: GateLimits) -> Decision:
     """Reuse the record unless there is none, or its metrics pass this run's gates while no version
-    holds it (it failed under the gates of the run that made it): then it is made again, to register."""
+    holds it (it failed under the gates of the run that made it): then it is made again, to register.
+    The record's own estimates are judged (MLflow keeps no per-window figures to compute them again)."""
     if record is None:
         return Decision(recipe=recipe, reuse=None)
-    verdict = judge(record.metrics, record.lineage.baseline, effective_limits(recipe, gates))
+    limits = effective_limits(recipe, gates)
+    verdict = judge(record.metrics, record.lineage.baseline, limits, record.verdict.estimates)
     if verdict.passed and record.model_version is None:
         return Decision(recipe=recipe, reuse=None)
     return Decision(recipe=recipe, reuse=record.model_copy(update={"verdict": verdict}))

@@ -1,12 +1,16 @@
 """Divergence and its statistics on synthetic distributions with known answers (no model needed)."""
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 
+from quantforge.core.records import Divergence, Interval, Metrics, Perplexity, Verdict, WeightShares
 from quantforge.tasks import torch_runtime
+from quantforge.tasks.gate import GateLimits, estimate, judge
+from quantforge.tasks.statistics import tokens_to_decide
 
 VOCAB, LENGTH, WINDOWS = 500, 129, 8
 
@@ -102,3 +106,172 @@ def test_distributions_of_other_windows_are_refused(tmp_path):
     score(logits(8), keep=tmp_path)
     with pytest.raises(ValueError, match=r"^`against`: .* not of 2x128$"):
         torch_runtime.score_windows(lambda window: logits(8)[0], windows()[:2], against=tmp_path)
+
+
+# Paired bootstrap and the three verdicts, on windows' figures made up with known answers.
+
+TOKENS = 511  # per window
+
+
+def measured(window_nll, window_kld=None, window_top1=None) -> Metrics:
+    """Metrics of a model scored on len(window_nll) windows of TOKENS tokens (with divergence figures
+    when given)."""
+    windows, scored = len(window_nll), len(window_nll) * TOKENS
+    mean = float(np.sum(window_nll)) / scored
+    divergence = None
+    if window_kld is not None:
+        divergence = Divergence(
+            mean_kld=float(np.sum(window_kld)) / scored,
+            p99_kld=1.0,
+            top1_agreement=float(np.sum(window_top1)) / scored,
+            top_k=32,
+            rest_samples=32,
+            window_kld=list(window_kld),
+            window_top1=list(window_top1),
+        )
+    return Metrics(
+        perplexity=Perplexity(
+            ppl=math.exp(mean),
+            mean_nll=mean,
+            tokens_scored=scored,
+            windows=windows,
+            window_nll=list(window_nll),
+        ),
+        divergence=divergence,
+        speed=None,
+        size_mb=50.0,
+        weights=WeightShares(int4=1.0, int8=0.0, float=0.0),
+    )
+
+
+def baseline_nll(windows: int = 32, seed: int = 0) -> np.ndarray:
+    """Windows' summed NLL around 3 nats per token, some passages harder than others."""
+    return TOKENS * (3.0 + 0.3 * np.random.default_rng(seed).standard_normal(windows))
+
+
+def shifted(base: np.ndarray, per_token: float, noise: float, seed: int) -> np.ndarray:
+    """The baseline's windows `per_token` nats worse on average, each window off by `noise` nats/token."""
+    return base + TOKENS * (per_token + noise * np.random.default_rng(seed).standard_normal(len(base)))
+
+
+def test_identical_models_have_a_zero_interval_and_the_same_one_on_every_run():
+    base = measured(baseline_nll(), np.zeros(32), np.full(32, TOKENS))
+    figures = estimate(base, base)
+    assert figures.ppl_increase_pct == Interval(value=0.0, low=0.0, high=0.0)
+    assert figures.mean_kld == Interval(value=0.0, low=0.0, high=0.0)
+    assert figures.top1_agreement == Interval(value=1.0, low=1.0, high=1.0)
+    variant = measured(shifted(baseline_nll(), 0.05, 0.02, seed=1))
+    assert estimate(variant, base) == estimate(variant, base)  # a fixed seed: a rerun says the same
+
+
+def test_the_interval_of_a_known_shift_covers_it_about_19_times_in_20():
+    """Variants 5 % worse than the baseline per token (log 1.05 nats), each window off by noise: the 95 %
+    interval of Δppl contains +5 % in about 95 % of 200 made-up evaluations, and never contains 0."""
+    true_pct, base = 5.0, baseline_nll()
+    covered = 0
+    for seed in range(200):
+        variant = measured(shifted(base, math.log1p(true_pct / 100), 0.01, seed))
+        delta = estimate(variant, measured(base)).ppl_increase_pct
+        covered += delta.low <= true_pct <= delta.high
+        assert delta.low > 0 and delta.low <= delta.value <= delta.high
+    assert 180 <= covered <= 198
+
+
+def test_the_interval_narrows_as_the_square_root_of_the_windows():
+    """The same 16 windows' figures four times over: 4x the windows, half the width."""
+    base = baseline_nll(16)
+    variant = shifted(base, 0.05, 0.02, seed=3)
+    widths = []
+    for copies in (1, 4):
+        delta = estimate(measured(np.tile(variant, copies)), measured(np.tile(base, copies))).ppl_increase_pct
+        widths.append(delta.high - delta.low)
+    assert widths[0] / widths[1] == pytest.approx(2.0, rel=0.1)
+
+
+def test_tokens_to_decide_scale_the_interval_s_half_width_toward_the_limit():
+    # +1.9 % [1.4, 2.4] against +2 %: the upper half-width (0.5) must shrink to 0.1, 5x: 25x the tokens.
+    assert tokens_to_decide(1.9, 1.4, 2.4, 2.0, 2044) == 25 * 2044
+    # 0.91 [0.88, 0.93] against at least 0.9: the lower half-width 0.03 must shrink to 0.01: 9x.
+    assert tokens_to_decide(0.91, 0.88, 0.93, 0.9, 1000) == 9000
+
+
+def test_pass_fail_and_inconclusive_from_where_the_interval_lies():
+    base = measured(baseline_nll())
+    limits = GateLimits(max_ppl_increase_pct=5.0)
+    at = {pct: measured(shifted(baseline_nll(), math.log1p(pct / 100), 0.01, seed=4)) for pct in (2, 5, 8)}
+    assert judge(at[2], base, limits).outcome == "PASS" and judge(at[2], base, limits).passed
+    failed = judge(at[8], base, limits)
+    assert failed.outcome == "FAIL" and not failed.passed and failed.reasons[0].startswith("FAIL: Δppl +")
+    inconclusive = judge(at[5], base, limits)
+    assert inconclusive.outcome == "INCONCLUSIVE" and not inconclusive.passed
+    delta = inconclusive.estimates.ppl_increase_pct
+    needed = tokens_to_decide(delta.value, delta.low, delta.high, 5.0, 32 * TOKENS)
+    (reason,) = inconclusive.reasons
+    assert reason == (
+        f"INCONCLUSIVE: Δppl {delta.value:+.2f} % [{delta.low:+.2f}, {delta.high:+.2f}] vs limit +5.00 %: "
+        f"about {needed:,} tokens would decide ({32 * TOKENS:,} scored)"
+    )
+    # one failing rule outweighs an inconclusive one
+    assert judge(at[5], base, GateLimits(max_ppl_increase_pct=5.0, max_size_mb=1)).outcome == "FAIL"
+
+
+def test_a_figure_on_its_limit_is_inconclusive_whatever_the_tokens():
+    base = measured(baseline_nll())
+    at_five = measured(base.perplexity.window_nll + np.resize([-40.0, 40.0], 32) + TOKENS * math.log(1.05))
+    (reason,) = judge(at_five, base, GateLimits(max_ppl_increase_pct=5.0)).reasons
+    assert reason.startswith("INCONCLUSIVE: Δppl +5.00 % [+")
+    assert reason.endswith("vs limit +5.00 %: the figure is on the limit, no number of tokens would decide")
+
+
+def test_divergence_gates_judge_the_mean_kld_and_top1_agreement_intervals():
+    rng = np.random.default_rng(5)
+    kld = TOKENS * (0.02 + 0.004 * rng.standard_normal(32))  # mean KLD about 0.02 nats per token
+    top1 = np.round(TOKENS * (0.9 + 0.02 * rng.standard_normal(32)))  # about 90 % agreement
+    variant, base = measured(shifted(baseline_nll(), 0.01, 0.01, seed=6), kld, top1), measured(baseline_nll())
+
+    def outcomes(**limits) -> list[str]:
+        return [
+            r.split(":")[0]
+            for r in judge(variant, base, GateLimits(max_ppl_increase_pct=5, **limits)).reasons
+        ]
+
+    assert outcomes(max_kld=0.05, min_top1_agreement=0.8) == ["pass", "pass", "pass"]
+    assert outcomes(max_kld=0.01, min_top1_agreement=0.95) == ["pass", "FAIL", "FAIL"]
+    assert outcomes(max_kld=0.02, min_top1_agreement=0.9) == ["pass", "INCONCLUSIVE", "INCONCLUSIVE"]
+    reasons = judge(variant, base, GateLimits(max_ppl_increase_pct=5, max_kld=0.05)).reasons
+    assert re.fullmatch(r"pass: mean KLD 0\.0\d{3} \[0\.0\d{3}, 0\.0\d{3}\] vs max 0\.0500", reasons[1])
+    no_divergence = judge(
+        measured(variant.perplexity.window_nll), base, GateLimits(max_ppl_increase_pct=5, max_kld=1)
+    )
+    assert no_divergence.reasons[1] == "FAIL: mean KLD limit set but divergence was not measured"
+
+
+def test_one_window_has_no_interval_and_is_judged_on_its_figure():
+    base = measured(baseline_nll(1))
+    verdict = judge(
+        measured(shifted(baseline_nll(1), 0.01, 0.0, seed=0)), base, GateLimits(max_ppl_increase_pct=2)
+    )
+    assert verdict.outcome == "PASS" and verdict.reasons == ["pass: Δppl +1.01 % vs limit +2.00 %"]
+    assert verdict.estimates.ppl_increase_pct.low is None
+
+
+def test_records_made_before_divergence_and_intervals_load_and_are_judged_on_their_figures():
+    """Metrics and verdicts as the metrics cache and MLflow's tags held them before issue 18."""
+    old_metrics = Metrics.model_validate_json(
+        '{"perplexity": {"ppl": 20.1, "mean_nll": 3.0007, "tokens_scored": 2044, "windows": 4},'
+        ' "speed": null, "size_mb": 137.3, "weights": {"int4": 0, "int8": 1, "float": 0}, "seconds": 12}'
+    )
+    assert old_metrics.divergence is None and old_metrics.perplexity.window_nll == []
+    old_verdict = Verdict.model_validate_json(
+        '{"passed": true, "reasons": ["pass: Δppl +0.50 % vs limit +2.00 %"]}'
+    )
+    assert (old_verdict.outcome, old_verdict.estimates) == ("PASS", None)
+    old_baseline = old_metrics.model_copy(
+        update={"perplexity": old_metrics.perplexity.model_copy(update={"ppl": 20.0})}
+    )
+    verdict = judge(old_metrics, old_baseline, GateLimits(max_ppl_increase_pct=2, max_kld=0.1))
+    assert verdict.outcome == "FAIL"
+    assert verdict.reasons == [
+        "pass: Δppl +0.50 % vs limit +2.00 %",
+        "FAIL: mean KLD limit set but divergence was not measured",
+    ]

@@ -1,7 +1,11 @@
 """The records every floor passes around: what was measured, what it cost, how it was judged, and what
 the registry remembers of it. Plain pydantic models, no behaviour beyond their own fields."""
 
-from pydantic import BaseModel
+from typing import Any, Literal
+
+from pydantic import BaseModel, model_validator
+
+Outcome = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 
 
 class Perplexity(BaseModel):
@@ -12,7 +16,7 @@ class Perplexity(BaseModel):
     tokens_scored: int
     windows: int
     # Summed NLL of each window, so a variant's and its baseline's can be paired window by window
-    # (empty in records made before issue 18).
+    # (empty in records made before issue 18, and in MLflow's tags, which keep no per-window figures).
     window_nll: list[float] = []
 
 
@@ -65,11 +69,49 @@ class StepUsage(BaseModel):
     peak_pss_mb: float = 0.0  # `tree_memory` at its peak (the IPEX worker: its own max RSS, one process)
 
 
+class Interval(BaseModel):
+    """A figure with its 95 % interval; none where it could not be estimated (a single window, or a
+    record kept without its windows' figures)."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+
+class Estimates(BaseModel):
+    """The figures a verdict compares with its limits, each with its interval (paired bootstrap over
+    the evaluation windows)."""
+
+    ppl_increase_pct: Interval
+    mean_kld: Interval | None = None  # None where divergence was not measured
+    top1_agreement: Interval | None = None
+    tokens: int  # scored, which the intervals' widths are for
+
+
 class Verdict(BaseModel):
-    """Pass or fail, with one reason per rule checked."""
+    """PASS, FAIL or INCONCLUSIVE (an interval straddles a limit), with one reason per rule checked and
+    the estimates it compared. `passed` is PASS: only that registers."""
 
     passed: bool
     reasons: list[str]
+    outcome: Outcome
+    estimates: Estimates | None = None  # None in records made before issue 18
+
+    @model_validator(mode="before")
+    @classmethod
+    def _either_names_the_outcome(cls, data: Any) -> Any:
+        """Records made before issue 18 say `passed` only; a new verdict may say `outcome` only."""
+        if isinstance(data, dict) and "outcome" not in data and "passed" in data:
+            return {**data, "outcome": "PASS" if data["passed"] else "FAIL"}
+        if isinstance(data, dict) and "passed" not in data and "outcome" in data:
+            return {**data, "passed": data["outcome"] == "PASS"}
+        return data
+
+    @model_validator(mode="after")
+    def _passed_is_pass(self) -> "Verdict":
+        if self.passed != (self.outcome == "PASS"):
+            raise ValueError(f"`passed` is {self.passed} but `outcome` is {self.outcome}")
+        return self
 
 
 class Lineage(BaseModel):
