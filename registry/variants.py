@@ -30,6 +30,9 @@ from quantforge.registry.tracking import experiment_id, mlflow_client
 CANDIDATE_ALIAS = "candidate"
 TAG = "quantforge."  # prefix of every tag quantforge writes
 ARCHIVED_TAG = f"{TAG}archived"
+# The per-window figures stay out of the tags (which hold 8000 characters): the verdict keeps the intervals
+# computed from them, which is what judging a record again needs.
+PER_WINDOW = {"perplexity": {"window_nll"}, "divergence": {"window_kld", "window_top1"}}
 # "pending" from the version's creation until `candidate` was dealt with, then "complete". Versions
 # registered before this tag existed have none and count as complete.
 REGISTRATION_TAG = f"{TAG}registration"
@@ -143,11 +146,12 @@ def record_variant(
         f"{TAG}evaluation": lineage.evaluation,
         f"{TAG}evaluation_hash": lineage.evaluation_hash,
         f"{TAG}passed": str(verdict.passed).lower(),
+        f"{TAG}outcome": verdict.outcome,
         f"{TAG}reasons": "; ".join(verdict.reasons),
         f"{TAG}verdict": verdict.model_dump_json(),
-        f"{TAG}metrics": metrics.model_dump_json(),
+        f"{TAG}metrics": metrics.model_dump_json(exclude=PER_WINDOW),
         f"{TAG}ppl_increase_pct": repr(ppl_increase_pct),
-        f"{TAG}lineage": lineage.model_dump_json(),
+        f"{TAG}lineage": lineage.model_dump_json(exclude={"baseline": PER_WINDOW}),
         **{f"{TAG}toolchain.{name}": version for name, version in manifest.toolchain.items()},
     }
     client = mlflow_client()
@@ -156,7 +160,8 @@ def record_variant(
         client.log_batch(
             run_id,
             metrics=[
-                Metric(k, v, 0, 0) for k, v in _metric_values(metrics, ppl_increase_pct, usage, lineage)
+                Metric(k, v, 0, 0)
+                for k, v in _metric_values(metrics, ppl_increase_pct, usage, lineage, verdict)
             ],
             params=[
                 Param(k, json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in manifest.recipe.items()
@@ -287,7 +292,7 @@ def publication(name: str, version: int) -> tuple[str, str] | None:
 
 
 def _metric_values(
-    metrics: Metrics, ppl_increase_pct: float, usage: StepUsage | None, lineage: Lineage
+    metrics: Metrics, ppl_increase_pct: float, usage: StepUsage | None, lineage: Lineage, verdict: Verdict
 ) -> list[tuple[str, float]]:
     values = [
         ("ppl", metrics.perplexity.ppl),
@@ -306,6 +311,13 @@ def _metric_values(
         values += [("tokens_per_second", metrics.speed.tokens_per_second), ("ttft_ms", metrics.speed.ttft_ms)]
     if lineage.baseline.speed:
         values.append(("baseline_tokens_per_second", lineage.baseline.speed.tokens_per_second))
+    if metrics.divergence:
+        divergence = metrics.divergence
+        values += [(name, getattr(divergence, name)) for name in ("mean_kld", "p99_kld", "top1_agreement")]
+    for name in ("ppl_increase_pct", "mean_kld", "top1_agreement") if verdict.estimates else ():
+        interval = getattr(verdict.estimates, name)
+        if interval is not None and interval.low is not None:  # the 95 % interval, where there is one
+            values += [(f"{name}_low", interval.low), (f"{name}_high", interval.high)]
     return values
 
 

@@ -8,7 +8,7 @@ from quantforge.core.manifest import Manifest
 from quantforge.core.records import Metrics
 from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.backends.base import Baseline
-from quantforge.tasks.report import VariantResult
+from quantforge.tasks.report import VariantResult, quality_cells
 
 
 def model_card(
@@ -36,6 +36,21 @@ def model_card(
     )
 
 
+def _quality(result: VariantResult, windows: int) -> list[str]:
+    """The divergence figures with their intervals, where the variant has them (none in records made
+    before issue 18, or on IPEX)."""
+    if result.metrics.divergence is None:
+        return []
+    cells = quality_cells(result)
+    return [
+        f"Divergence from the original: mean KL divergence {cells['KLD']} nats per token (p99 "
+        f"{cells['KLD p99']}), top-1 agreement {cells['top-1']} (the share of tokens whose most likely "
+        f"next token is the original's). [low, high]: 95 % interval, paired bootstrap over {windows} "
+        "evaluation windows.",
+        "",
+    ]
+
+
 def _row(name: str, metrics: Metrics, delta: str) -> str:
     speed = metrics.speed
     tokens = f"{speed.tokens_per_second:.1f}" if speed else "-"
@@ -47,7 +62,7 @@ def _body(
     result: VariantResult, manifest: Manifest, baseline: Baseline, evaluation: str, repo_id: str
 ) -> str:
     backend = BACKENDS[result.backend]
-    verdict = "passed" if result.verdict.passed else "failed"
+    verdict = {"PASS": "passed", "FAIL": "failed", "INCONCLUSIVE": "inconclusive"}[result.verdict.outcome]
     calibration = (
         f"{manifest.calibration} (token ids sha256 `{manifest.calibration_hash[:12]}`)"
         if manifest.calibration
@@ -65,8 +80,9 @@ def _body(
             "| model | perplexity | Δ perplexity | size MiB | decode tok/s | TTFT ms |",
             "|---|---|---|---|---|---|",
             _row(baseline.label, baseline.metrics, "-"),
-            _row(manifest.recipe_name, result.metrics, f"{result.ppl_increase_pct:+.2f} %"),
+            _row(manifest.recipe_name, result.metrics, quality_cells(result)["Δppl"]),
             "",
+            *_quality(result, result.metrics.perplexity.windows),
             f"Gate {verdict}: " + "; ".join(result.verdict.reasons) + ".",
             "",
             "## Recipe",

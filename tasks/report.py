@@ -6,8 +6,11 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from quantforge.core.atomic import write_json
-from quantforge.core.records import Metrics, Verdict
+from quantforge.core.records import Interval, Metrics, Verdict
 from quantforge.tasks.backends.base import Baseline
+from quantforge.tasks.gate import KLD, PERCENT_CHANGE, SHARE, with_interval
+
+OUTCOME_COLOURS = {"PASS": "tab:green", "INCONCLUSIVE": "tab:orange", "FAIL": "tab:red"}
 
 
 class VariantResult(BaseModel):
@@ -80,18 +83,41 @@ def best_passing(results: list[VariantResult]) -> str | None:
     ).recipe
 
 
+def quality_cells(result: VariantResult) -> dict[str, str]:
+    """Δppl, mean KLD and top-1 agreement with their intervals, and the p99 KLD, as the table shows them
+    (a record made before issue 18 has Δppl alone, without interval)."""
+    estimates = result.verdict.estimates
+    delta = estimates.ppl_increase_pct if estimates else Interval(value=result.ppl_increase_pct)
+    kld = estimates.mean_kld if estimates else None
+    top1 = estimates.top1_agreement if estimates else None
+    divergence = result.metrics.divergence
+    return {
+        "Δppl": with_interval(delta, *PERCENT_CHANGE),
+        "KLD": with_interval(kld, *KLD) if kld else "-",
+        "KLD p99": f"{divergence.p99_kld:.3f}" if divergence else "-",
+        "top-1": with_interval(top1, *SHARE) if top1 else "-",
+    }
+
+
 def table_rows(report: RunReport) -> list[dict[str, str]]:
     """One row per model (baseline first) with the figures users compare."""
+    no_quality = {"Δppl": "-", "KLD": "-", "KLD p99": "-", "top-1": "-"}
 
     def row(
-        name: str, backend: str, metrics: Metrics, delta: str, verdict: str, quantize: str, registry: str
+        name: str,
+        backend: str,
+        metrics: Metrics,
+        quality: dict[str, str],
+        verdict: str,
+        quantize: str,
+        registry: str,
     ) -> dict[str, str]:
         speed = metrics.speed
         return {
             "variant": name,
             "backend": backend,
             "ppl": f"{metrics.perplexity.ppl:.3f}",
-            "Δppl": delta,
+            **quality,
             "size MiB": f"{metrics.size_mb:.1f}",
             "int4/int8/float": "/".join(f"{share:.0%}" for share in metrics.weights.model_dump().values()),
             "tok/s": f"{speed.tokens_per_second:.1f}" if speed else "-",
@@ -106,7 +132,7 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
             f"baseline ({runtime})",
             runtime,
             b.metrics,
-            "-",
+            no_quality,
             "-",
             _cost(b.usage.seconds, b.usage.peak_pss_mb) if b.usage else "-",
             "-",
@@ -115,10 +141,9 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
     ]
     for r in report.variants:
         quantize = "reused" if r.reused else _cost(r.quantize_seconds, r.quantize_peak_pss_mb)
-        verdict = ("PASS" if r.verdict.passed else "FAIL") + (" (best)" if r.recipe == report.best else "")
+        verdict = r.verdict.outcome + (" (best)" if r.recipe == report.best else "")
         registry = f"v{r.model_version}" if r.model_version is not None else "-"
-        delta = f"{r.ppl_increase_pct:+.2f} %"
-        rows.append(row(r.recipe, r.backend, r.metrics, delta, verdict, quantize, registry))
+        rows.append(row(r.recipe, r.backend, r.metrics, quality_cells(r), verdict, quantize, registry))
     return rows
 
 
@@ -136,6 +161,10 @@ def markdown(report: RunReport) -> str:
         f"calibration: {report.calibration or '-'}; "
         f"best passing variant: **{report.best or 'none'}**; Pareto front (size vs ppl): "
         f"{', '.join(report.pareto_front) or '-'}; wall time {report.wall_seconds:.0f} s.",
+        "",
+        "[low, high]: 95 % interval, paired bootstrap over the evaluation windows. KLD: mean KL divergence "
+        "(baseline || variant) of the next-token distributions, nats per token; top-1: share of tokens "
+        "whose most likely next token is the baseline's.",
         "",
         "| " + " | ".join(rows[0]) + " |",
         "|" + "---|" * len(rows[0]),
@@ -163,11 +192,11 @@ def pareto_plot(report: RunReport, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (by_size, by_speed) = plt.subplots(1, 2, figsize=(11, 4.5))
-    points = [(f"baseline ({runtime})", b.metrics, True) for runtime, b in report.baselines.items()] + [
-        (r.recipe, r.metrics, r.verdict.passed) for r in report.variants
+    points = [(f"baseline ({runtime})", b.metrics, "PASS") for runtime, b in report.baselines.items()] + [
+        (r.recipe, r.metrics, r.verdict.outcome) for r in report.variants
     ]
-    for name, metrics, passed in points:
-        colour = "tab:green" if passed else "tab:red"
+    for name, metrics, outcome in points:
+        colour = OUTCOME_COLOURS[outcome]
         ppl = metrics.perplexity.ppl
         by_size.scatter(metrics.size_mb, ppl, color=colour)
         by_size.annotate(name, (metrics.size_mb, ppl), fontsize=8)
@@ -181,7 +210,11 @@ def pareto_plot(report: RunReport, path: Path) -> None:
     )
     if front:
         by_size.plot(*zip(*front, strict=True), linestyle="--", color="grey")
-    by_size.set(xlabel="size on disk (MiB)", ylabel="perplexity", title="size vs perplexity (green: passed)")
+    by_size.set(
+        xlabel="size on disk (MiB)",
+        ylabel="perplexity",
+        title="size vs perplexity (green: pass, orange: inconclusive)",
+    )
     by_speed.set(xlabel="decode tokens/s", ylabel="perplexity", title="speed vs perplexity")
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -1,5 +1,6 @@
 """Divergence and its statistics on synthetic distributions with known answers (no model needed)."""
 
+import json
 import math
 import re
 
@@ -10,6 +11,7 @@ import torch
 from quantforge.core.records import Divergence, Interval, Metrics, Perplexity, Verdict, WeightShares
 from quantforge.tasks import torch_runtime
 from quantforge.tasks.gate import GateLimits, estimate, judge
+from quantforge.tasks.report import quality_cells
 from quantforge.tasks.statistics import tokens_to_decide
 
 VOCAB, LENGTH, WINDOWS = 500, 129, 8
@@ -275,3 +277,61 @@ def test_records_made_before_divergence_and_intervals_load_and_are_judged_on_the
         "pass: Δppl +0.50 % vs limit +2.00 %",
         "FAIL: mean KLD limit set but divergence was not measured",
     ]
+
+
+@pytest.mark.model
+def test_a_run_reports_and_records_divergence_with_intervals(bundled_model, prefect_harness, tmp_path):
+    """A tiny random Llama, one OpenVINO and one torchao variant on 8 windows: report.json, report.md
+    and each variant's MLflow run carry the divergence and the intervals; a rerun reads them back."""
+    from quantforge.flows.quantize import quantize_flow
+    from quantforge.registry.tracking import mlflow_client
+    from quantforge.tasks.request import QuantizeRequest
+    from quantforge_testing.tiny_models import tiny_model
+    from tests.conftest import EVALUATION_TEXT
+
+    recipes = tmp_path / "recipes.yaml"
+    recipes.write_text(
+        "description: one variant per runtime\nrecipes:\n  - name: int8-asym\n    bits: 8\n"
+        "  - name: torchao-int8\n    backend: torchao\n    bits: 8\n    sym: true\n"
+    )
+    request = QuantizeRequest(
+        model=str(tiny_model("llama", tmp_path / "tiny-llama", bundled_model, seed=18)),
+        recipes=str(recipes),
+        evaluation=str(EVALUATION_TEXT),
+        window=64,
+        max_eval_windows=8,
+        new_tokens=4,
+        gates={"max_kld": 0.5, "min_top1_agreement": 0.5},
+        output_dir=tmp_path / "out",
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        first = quantize_flow(request)
+        (report_file,) = (tmp_path / "out").rglob("report.json")
+        document = {v["recipe"]: v for v in json.loads(report_file.read_text())["variants"]}
+        markdown_text = (report_file.parent / "report.md").read_text()
+        rerun = quantize_flow(request)  # writes its own report over the first's
+        runs = {
+            run.data.tags["quantforge.recipe"]: run
+            for run in mlflow_client().search_runs(
+                [mlflow_client().get_experiment_by_name("quantforge").experiment_id],
+                "tags.`quantforge.identity` != ''",
+            )
+        }
+    assert set(document) == set(runs) == {"int8-asym", "torchao-int8"}
+    for name, variant in document.items():
+        estimates, divergence = variant["verdict"]["estimates"], variant["metrics"]["divergence"]
+        assert len(divergence["window_kld"]) == len(variant["metrics"]["perplexity"]["window_nll"]) == 8
+        logged, tags = runs[name].data.metrics, runs[name].data.tags
+        assert tags["quantforge.outcome"] == variant["verdict"]["outcome"]
+        assert "window_nll" not in tags["quantforge.metrics"] + tags["quantforge.lineage"]
+        for figure in ("ppl_increase_pct", "mean_kld", "top1_agreement"):
+            interval = estimates[figure]
+            assert interval["low"] <= interval["value"] <= interval["high"], (name, figure)
+            assert (logged[f"{figure}_low"], logged[f"{figure}_high"]) == (interval["low"], interval["high"])
+        assert logged["p99_kld"] == divergence["p99_kld"] and logged["mean_kld"] == divergence["mean_kld"]
+        assert [r.split(":")[0] for r in variant["verdict"]["reasons"]][1:] == ["pass", "pass"]
+    for result in first.variants:
+        assert " | ".join(quality_cells(result).values()) in markdown_text
+    assert all(v.reused for v in rerun.variants)
+    assert {v.recipe: v.verdict for v in rerun.variants} == {v.recipe: v.verdict for v in first.variants}
