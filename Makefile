@@ -37,9 +37,10 @@ demo: install
 		--calibration $(CALIBRATION_TEXT) --evaluation $(EVALUATION_TEXT) --output-dir quantforge-output
 
 # Two pytest-xdist workers (this machine's two cores), a test file per worker at a time: files share
-# their module fixtures (servers, a sweep) and much of a test is waiting on processes and servers.
+# their module fixtures (servers, a sweep) and much of a test is waiting on processes and servers. Files
+# are handed out in collection order, which tests/conftest.py makes longest first (LONGEST_FIRST).
 test: install
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 # Redis, from Debian's package: tests/test_triggers.py runs the production stack (Prefect's messaging,
 # cache, leases and docket on Redis; PostgreSQL, already on the image, under both servers) on loopback.

@@ -27,6 +27,33 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["HF_HOME"] = os.environ["QUANTFORGE_TEST_HF_HOME"] = config.hf_home
 
 
+# The modules that take minutes, longest first (`--durations` of the suite on this 2-core host:
+# docs/decisions.md, "The suite's schedule"). pytest-xdist hands each worker a whole file at a time, in
+# collection order once `make test` turns off its own reordering (by number of tests, which put these
+# few-test, long files last: a 4-minute file started when the other worker had nothing left to do).
+LONGEST_FIRST = (
+    "test_flow_e2e.py",
+    "test_triggers.py",
+    "test_crashes.py",
+    "test_crashes_hub.py",
+    "test_pytorch_variants.py",
+    "test_distribution.py",
+    "test_mlflow_auth.py",
+    "test_demo.py",
+    "test_dataset_hub.py",
+    "test_secrets.py",
+    "test_architectures.py",
+    "test_failures.py",
+    "test_registry.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long modules first, in LONGEST_FIRST's order; the others after, as collected."""
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if getattr(config, "hf_home", None):
         shutil.rmtree(config.hf_home, ignore_errors=True)
