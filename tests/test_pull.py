@@ -330,7 +330,7 @@ def test_a_connection_dropped_mid_download_leaves_the_installed_one(
         assert pull(f"{name}/1", dest, "--from", "hub") == (0, [str(dest)])
         hub.inject_fault(method="GET", path_pattern=r"/resolve/.*\.bin$", drop_connection=True)
         code, lines = pull(f"{name}/2", dest, "--from", "hub")
-    assert code == 2
+    assert code == 3  # the Hub dropped the connection: a service failure
     assert lines == [
         f"error: `from`: download of {name}/2 from hub failed: "
         "RemoteProtocolError: Server disconnected without sending a response."
@@ -354,6 +354,6 @@ def test_a_version_that_cannot_fit_beside_the_installed_one_is_refused_and_keeps
     assert pull(f"{name}/1", dest) == (0, [str(dest)])
     (small_disk / "other-data").write_bytes(bytes(6 * 2**20 + 2**19))  # under 1 MiB left for 1 MiB
     code, lines = pull(f"{name}/2", dest)
-    assert code == 2 and len(lines) == 1
+    assert code == 3 and len(lines) == 1  # the disk: a service failure
     assert lines[0].startswith(f"error: not enough disk space to write {dest}: needs ~1 MiB, ")
     assert tree(dest) == tree(folders[1]) and sorted(os.listdir(small_disk)) == ["model", "other-data"]
