@@ -11,10 +11,10 @@ from quantforge.registry.registered import registered_files_task
 from quantforge.registry.variants import identity_key, lookup_task, record_variant_task
 from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.backends.base import Baseline, Job
-from quantforge.tasks.gate import GateLimits, effective_limits, judge, ppl_increase_pct
+from quantforge.tasks.gate import GateLimits, effective_limits, ppl_increase_pct
 from quantforge.tasks.plan import Decision, decide
 from quantforge.tasks.report import VariantResult
-from quantforge.tasks.variants import make_variant
+from quantforge.tasks.variants import decided, make_variant
 
 
 def registry_key(job: Job) -> str:
@@ -56,7 +56,7 @@ def _reused(job: Job, record: RecordedVariant) -> VariantResult:
 
 def _made(job: Job, baseline: Baseline, evaluation: str, mlflow_run: str, gates: GateLimits) -> VariantResult:
     made, metrics = make_variant(job, baseline)
-    verdict = judge(metrics, baseline.metrics, effective_limits(job.recipe, gates))
+    metrics, baseline, verdict = decided(job, baseline, metrics, effective_limits(job.recipe, gates))
     increase = ppl_increase_pct(metrics, baseline.metrics)
     lineage = Lineage(
         source_repo=job.source.repo,

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # recipes imports GateLimits from here
 DEFAULT_MAX_PPL_INCREASE_PCT = {"bf16": 2.0, "int8": 2.0, "w8a8": 5.0, "int4": 10.0}
 # How each bounded figure is written (reasons, report, model card): format, unit, scale.
 PERCENT_CHANGE = ("+.2f", " %", 1.0)
-KLD = (".4f", "", 1.0)
+KLD = (".4g", "", 1.0)
 SHARE = (".1f", " %", 100.0)
 PREFIX = {"PASS": "pass", "FAIL": "FAIL", "INCONCLUSIVE": "INCONCLUSIVE"}
 
@@ -146,12 +146,14 @@ def judge(
             checks.append(_point(False, f"{label} limit set but divergence was not measured"))
         else:
             checks.append(_bounded(label, figure, limit, bound, shown, tokens))
-    outcomes = {outcome for outcome, _ in checks}
+    outcomes = {outcome for outcome, _, _ in checks}
     outcome = next(o for o in ("FAIL", "INCONCLUSIVE", "PASS") if o in outcomes)
+    needs = [needed for outcome, _, needed in checks if outcome == "INCONCLUSIVE"]
     return Verdict(
         outcome=outcome,
-        reasons=[f"{PREFIX[outcome]}: {text}" for outcome, text in checks],
+        reasons=[f"{PREFIX[outcome]}: {text}" for outcome, text, _ in checks],
         estimates=estimates,
+        tokens_needed=max(needs) if outcome == "INCONCLUSIVE" and None not in needs else None,
     )
 
 
@@ -162,13 +164,16 @@ def with_interval(figure: Interval, number: str, unit: str = "", scale: float = 
     return f"{show(figure.value)}{unit}{interval}"
 
 
-def _point(ok: bool, text: str) -> tuple[Outcome, str]:
-    return ("PASS" if ok else "FAIL"), text
+Check = tuple[Outcome, str, int | None]  # outcome, reason, tokens that would decide an inconclusive one
+
+
+def _point(ok: bool, text: str) -> Check:
+    return ("PASS" if ok else "FAIL"), text, None
 
 
 def _bounded(
     label: str, figure: Interval, limit: float, bound: str, shown: tuple[str, str, float], tokens: int
-) -> tuple[Outcome, str]:
+) -> Check:
     """A limit on a figure with an interval: PASS when all of the interval is within it, FAIL when none
     is, else INCONCLUSIVE, saying how many tokens would decide. `bound` is `max`/`limit` (at most) or
     `min` (at least); `shown` the figure's format, unit and scale."""
@@ -181,8 +186,8 @@ def _bounded(
         within, beyond = (low >= limit - slack, high < limit - slack)
     text = f"{label} {with_interval(figure, *shown)} vs {bound} {limit * scale:{number}}{unit}"
     if within or beyond:
-        return ("PASS" if within else "FAIL"), text
+        return ("PASS" if within else "FAIL"), text, None
     if abs(figure.value - limit) <= slack:
-        return "INCONCLUSIVE", f"{text}: the figure is on the limit, no number of tokens would decide"
+        return "INCONCLUSIVE", f"{text}: the figure is on the limit, no number of tokens would decide", None
     needed = tokens_to_decide(figure.value, low, high, limit, tokens)
-    return "INCONCLUSIVE", f"{text}: about {needed:,} tokens would decide ({tokens:,} scored)"
+    return "INCONCLUSIVE", f"{text}: about {needed:,} tokens would decide ({tokens:,} scored)", needed

@@ -51,6 +51,18 @@ def _quality(result: VariantResult, windows: int) -> list[str]:
     ]
 
 
+def _more_tokens(result: VariantResult, baseline: Baseline) -> list[str]:
+    """A note when the variant's verdict needed more of the text than the run's windows."""
+    tokens, first = result.metrics.perplexity.tokens_scored, baseline.metrics.perplexity.tokens_scored
+    if tokens == first:
+        return []
+    return [
+        f"The variant's figures are on {tokens} tokens: undecided on the run's {first}, it and the "
+        "original were scored on more of the same text; Δ perplexity and divergence compare them there.",
+        "",
+    ]
+
+
 def _row(name: str, metrics: Metrics, delta: str) -> str:
     speed = metrics.speed
     tokens = f"{speed.tokens_per_second:.1f}" if speed else "-"
@@ -82,6 +94,7 @@ def _body(
             _row(baseline.label, baseline.metrics, "-"),
             _row(manifest.recipe_name, result.metrics, quality_cells(result)["Δppl"]),
             "",
+            *_more_tokens(result, baseline),
             *_quality(result, result.metrics.perplexity.windows),
             f"Gate {verdict}: " + "; ".join(result.verdict.reasons) + ".",
             "",

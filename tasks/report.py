@@ -94,7 +94,7 @@ def quality_cells(result: VariantResult) -> dict[str, str]:
     return {
         "Δppl": with_interval(delta, *PERCENT_CHANGE),
         "KLD": with_interval(kld, *KLD) if kld else "-",
-        "KLD p99": f"{divergence.p99_kld:.3f}" if divergence else "-",
+        "KLD p99": format(divergence.p99_kld, KLD[0]) if divergence else "-",
         "top-1": with_interval(top1, *SHARE) if top1 else "-",
     }
 
@@ -171,7 +171,11 @@ def markdown(report: RunReport) -> str:
         *("| " + " | ".join(r.values()) + " |" for r in rows),
         "",
         "## Gate reasons",
-        *(f"- **{r.recipe}**: " + "; ".join(r.verdict.reasons) for r in report.variants),
+        *(
+            f"- **{v.recipe}** ({v.metrics.perplexity.tokens_scored:,} tokens): "
+            + "; ".join(v.verdict.reasons)
+            for v in report.variants
+        ),
         "",
         "## Registered in MLflow",
         *(

@@ -6,6 +6,9 @@ and in this host's cache (`QUANTFORGE_HOME/variants/`).
 """
 
 import hashlib
+import math
+import sys
+from dataclasses import replace
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -13,11 +16,12 @@ from prefect.cache_policies import NO_CACHE
 from quantforge.core.atomic import discard
 from quantforge.core.manifest import is_intact, read_manifest
 from quantforge.core.paths import data_dir
-from quantforge.core.records import Metrics
+from quantforge.core.records import Metrics, Verdict
 from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.backends.base import Baseline, Job, Made
-from quantforge.tasks.datasets import TokenSet
+from quantforge.tasks.datasets import TokenSet, evaluation_windows
 from quantforge.tasks.fetch import SourceModel
+from quantforge.tasks.gate import GateLimits, judge
 from quantforge.tasks.recipes import Recipe
 from quantforge.tasks.toolchain import versions_hash
 
@@ -56,3 +60,41 @@ def make_variant(job: Job, baseline: Baseline) -> tuple[Made, Metrics]:
         discard(job.target)  # an earlier copy that failed verification
         made = task(backend.make, name=f"{backend.name}-quantize", cache_policy=NO_CACHE)(job, baseline)
     return made, made.metrics or backend.measure(job, baseline)
+
+
+def decided(
+    job: Job, baseline: Baseline, metrics: Metrics, limits: GateLimits
+) -> tuple[Metrics, Baseline, Verdict]:
+    """The variant judged; while INCONCLUSIVE, it and its baseline scored again, paired, on more windows
+    of the same evaluation text (the run's windows first), until decided or the text runs out. The
+    metrics, baseline and verdict of the last round; speed as first measured (it does not depend on the
+    windows)."""
+    backend = BACKENDS[job.recipe.backend]
+    verdict = judge(metrics, baseline.metrics, limits)
+    if not backend.reuses_cache:  # IPEX measures a variant only while making it
+        return metrics, baseline, verdict
+    spec, length = job.evaluation.spec, job.evaluation.windows.shape[1]
+    available = None
+    while verdict.outcome == "INCONCLUSIVE":
+        if available is None:  # read the whole text only once a verdict asks for more of it
+            available = len(evaluation_windows(spec, job.source.local_dir, length, sys.maxsize).windows)
+        count = more_windows(verdict, metrics.perplexity.windows, available, length - 1)
+        if count is None:
+            break
+        windows = evaluation_windows(spec, job.source.local_dir, length, count)
+        baseline = backend.runtime.rescored(baseline, job.source, windows)
+        rescored = backend.measure(replace(job, evaluation=windows, new_tokens=None), baseline)
+        metrics = rescored.model_copy(update={"speed": metrics.speed})
+        verdict = judge(metrics, baseline.metrics, limits)
+    return metrics, baseline, verdict
+
+
+def more_windows(verdict: Verdict, windows: int, available: int, tokens_per_window: int) -> int | None:
+    """How many windows the next round of an inconclusive verdict scores: as many as its estimate of the
+    tokens needed, a fifth more (the estimate is rough), else twice as many; at least one more, at most
+    what the text has. None when the text has no more."""
+    if windows >= available:
+        return None
+    needed = verdict.tokens_needed
+    wanted = 2 * windows if needed is None else math.ceil(1.2 * needed / tokens_per_window)
+    return min(available, max(windows + 1, wanted))

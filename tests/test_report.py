@@ -139,7 +139,7 @@ def test_the_table_shows_each_figure_with_its_interval_and_the_three_state_verdi
     delta, kld, top1 = estimates.ppl_increase_pct, estimates.mean_kld, estimates.top1_agreement
     assert result.verdict.outcome == "INCONCLUSIVE" and delta.low < 5.0 < delta.high
     assert row["Δppl"] == f"{delta.value:+.2f} % [{delta.low:+.2f}, {delta.high:+.2f}]"
-    assert row["KLD"] == f"{kld.value:.4f} [{kld.low:.4f}, {kld.high:.4f}]" and row["KLD p99"] == "0.250"
+    assert row["KLD"] == f"{kld.value:.4g} [{kld.low:.4g}, {kld.high:.4g}]" and row["KLD p99"] == "0.25"
     assert row["top-1"] == f"{top1.value:.1%} [{top1.low * 100:.1f}, {top1.high * 100:.1f}]".replace(
         "%", " %"
     )
@@ -182,7 +182,7 @@ def test_the_model_card_gives_the_intervals_and_the_divergence():
     assert result.verdict.outcome == "PASS" and "Gate passed: pass: Δppl " in card
     assert f"| int4 | {result.metrics.perplexity.ppl:.3f} | {cells['Δppl']} | 50.0 | - | - |" in card
     assert (
-        f"mean KL divergence {cells['KLD']} nats per token (p99 0.250), top-1 agreement {cells['top-1']}"
+        f"mean KL divergence {cells['KLD']} nats per token (p99 0.25), top-1 agreement {cells['top-1']}"
         in card
     )
     assert "paired bootstrap over 8 evaluation windows" in card

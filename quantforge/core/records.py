@@ -96,6 +96,7 @@ class Verdict(BaseModel):
     reasons: list[str]
     outcome: Outcome
     estimates: Estimates | None = None  # None in records made before issue 18
+    tokens_needed: int | None = None  # INCONCLUSIVE: the tokens its undecided rules need (None: unknown)
 
     @model_validator(mode="before")
     @classmethod

@@ -72,6 +72,11 @@ class Runtime(ABC):
     def baseline(self, source: SourceModel, evaluation: TokenSet, request: QuantizeRequest) -> Baseline:
         """Prepare and measure the unquantized source on this runtime."""
 
+    @abstractmethod
+    def rescored(self, baseline: Baseline, source: SourceModel, evaluation: TokenSet) -> Baseline:
+        """`baseline` scored on other windows (perplexity and kept distributions; its speed, which does
+        not depend on them, as it was)."""
+
 
 class Backend(ABC):
     """One way of making variants; `tasks.backends.BACKENDS` names them all."""

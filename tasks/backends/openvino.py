@@ -49,6 +49,11 @@ class OpenVinoRuntime(Runtime):
             usage=ir.usage,
         )
 
+    def rescored(self, baseline: Baseline, source: SourceModel, evaluation: TokenSet) -> Baseline:
+        metrics, reference = measure_baseline_task(baseline.folder, evaluation, None)
+        metrics = metrics.model_copy(update={"speed": baseline.metrics.speed})
+        return baseline.model_copy(update={"metrics": metrics, "reference": reference})
+
 
 class OpenVinoBackend(Backend):
     name = "openvino"

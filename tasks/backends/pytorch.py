@@ -42,6 +42,11 @@ class PyTorchRuntime(Runtime):
         metrics, reference = measure_pytorch_baseline_task(source.local_dir, evaluation, request.new_tokens)
         return Baseline(runtime=self.name, label=self.label, metrics=metrics, reference=reference)
 
+    def rescored(self, baseline: Baseline, source: SourceModel, evaluation: TokenSet) -> Baseline:
+        metrics, reference = measure_pytorch_baseline_task(source.local_dir, evaluation, None)
+        metrics = metrics.model_copy(update={"speed": baseline.metrics.speed})
+        return baseline.model_copy(update={"metrics": metrics, "reference": reference})
+
 
 RUNTIME = PyTorchRuntime()
 
