@@ -108,8 +108,9 @@ def compact(log_probs, seed: int, top: int = TOP_K, samples: int = REST_SAMPLES)
     draws = min(samples, vocab - top_ids.shape[-1])
     sample_ids = top_ids[:, :0]
     if draws:
-        if not mass.all():  # a token with no mass left draws anything: its rest weighs nothing
-            rest[mass == 0] = 1.0
+        drawable = mass > 0  # not a token with no mass left, nor a broken model's NaN
+        if not drawable.all():  # such a token draws anything: its rest weighs nothing (or is NaN anyway)
+            rest[~drawable] = 1.0
         generator = torch.Generator().manual_seed(seed)
         sample_ids = torch.multinomial(rest, draws, replacement=True, generator=generator)
     return top_logprobs, top_ids, log_probs.gather(-1, sample_ids), sample_ids, mass.log()

@@ -106,6 +106,13 @@ def test_top1_agreement_counts_the_tokens_whose_most_likely_next_token_is_the_ba
     assert divergence["top1_agreement"] == pytest.approx(sum(agree) / (WINDOWS * (LENGTH - 1)))
 
 
+def test_a_broken_model_s_nan_distributions_are_kept_and_score_nan(tmp_path):
+    """The run then stops on the baseline's NaN perplexity, with its own message, not inside the draws."""
+    kept = score(torch.full((WINDOWS, LENGTH, VOCAB), float("nan")), keep=tmp_path)
+    assert math.isnan(kept["perplexity"]["ppl"])
+    assert math.isnan(score(logits(9), against=tmp_path)["divergence"]["mean_kld"])
+
+
 def test_distributions_of_other_windows_are_refused(tmp_path):
     score(logits(8), keep=tmp_path)
     with pytest.raises(ValueError, match=r"^`against`: .* not of 2x128$"):
