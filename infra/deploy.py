@@ -11,9 +11,10 @@ PREFECT_API_AUTH_STRING when the server requires it, as infra/compose.yaml and k
 - `nightly-sweep`: announces every watched model's current release on `--sweep-cron`; runs of
   registered identities finish without work, so this only fills gaps.
 
-The work pool must exist (`prefect work-pool create quantforge --type process`); workers pull the
-code from `--source` (this checkout by default; a git URL for workers on other hosts). The flows read
-the watchlist when they run: editing the file needs no new registration, moving it does.
+The process work pool `--work-pool` is made first if it does not exist (the workers of
+infra/start-worker.sh wait for it); workers pull the code from `--source` (this checkout by default; a
+git URL for workers on other hosts). The flows read the watchlist when they run: editing the file needs
+no new registration, moving it does. Run again, it changes only what changed.
 """
 
 from pathlib import Path
@@ -21,7 +22,11 @@ from typing import Annotated
 
 import typer
 from prefect import Flow, deploy
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.workers.process import ProcessWorker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RELEASE_EVENT = "quantforge.model.released"  # flows.watch.RELEASE_EVENT, without importing the flows
@@ -40,6 +45,23 @@ def release_trigger() -> DeploymentEventTrigger:
     )
 
 
+def ensure_work_pool(name: str) -> None:
+    """Make the process work pool `name` with Prefect's default job template, unless it exists."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            pool = WorkPoolCreate(
+                name=name,
+                type=ProcessWorker.type,
+                base_job_template=ProcessWorker.get_default_base_job_template(),
+            )
+            try:
+                client.create_work_pool(pool)
+            except ObjectAlreadyExists:  # another deploy made it meanwhile
+                pass
+
+
 @app.command()
 def main(
     watchlist: Annotated[Path, typer.Option(help="Watchlist YAML, as the workers see the path.")],
@@ -50,7 +72,8 @@ def main(
     watch_interval: Annotated[int, typer.Option(help="Seconds between Hub polls.")] = 900,
     sweep_cron: Annotated[str, typer.Option(help="Cron of the nightly sweep (server time).")] = "0 2 * * *",
 ) -> None:
-    """Create or update the three deployments."""
+    """Create the work pool if needed, then create or update the three deployments."""
+    ensure_work_pool(work_pool)
     release = Flow.from_source(source, "flows/release.py:release_flow")
     watch = Flow.from_source(source, "flows/watch.py:watch_flow")
     deployment_ids = deploy(
