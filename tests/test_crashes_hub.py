@@ -3,6 +3,7 @@ and two different requests for one model at once. Helpers: tests/crashing.py.
 """
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -57,16 +58,17 @@ def hub_env(hub: HubServer, home: Path, prefect_env: dict) -> dict:
     }
 
 
-@pytest.mark.parametrize("stage", list(HUB_STAGES))
-def test_kill_9_during_download_or_push_then_rerun_publishes_once(stage, hub, prefect_env, tmp_path):
+def test_kill_9_during_download_then_push_then_rerun_publishes_once(hub, prefect_env, tmp_path):
+    """One run killed while it downloads the source, the next while it pushes the variant (so it got
+    past the half-done download), the last publishes it once."""
     home, output, log = tmp_path / "home", tmp_path / "output", tmp_path / "run.log"
-    namespace = f"crash-{stage}"
-    slow_down, started = HUB_STAGES[stage]
-    hub.inject_fault(**slow_down)
+    namespace = "crash-hub"
     env = hub_env(hub, home, prefect_env)
-    first = run(HUB_SOURCE, home, output, log, "--hub-namespace", namespace, env=env)
-    kill_when(first, lambda: started(home, hub), stage, log)
-    hub.clear_faults()
+    for stage, (slow_down, started) in HUB_STAGES.items():
+        hub.inject_fault(**slow_down)
+        first = run(HUB_SOURCE, home, output, log, "--hub-namespace", namespace, env=env)
+        kill_when(first, partial(started, home, hub), stage, log)
+        hub.clear_faults()
 
     rerun = run(HUB_SOURCE, home, output, log, "--hub-namespace", namespace, env=env)
     assert rerun.wait(timeout=600) == 0, log.read_text()[-3000:]
@@ -83,24 +85,24 @@ def test_kill_9_during_download_or_push_then_rerun_publishes_once(stage, hub, pr
     )
     assert published == 1
 
-    if stage == "push":  # the published variant, pulled by a serving host killed mid-download
-        pulled = tmp_path / "pulled"
-        command = [
-            QUANTFORGE,
-            "pull",
-            "medium-llama--int8-asym@candidate",
-            "--from",
-            "hub",
-            "--dest",
-            str(pulled),
-        ]
-        hub.inject_fault(method="GET", path_pattern=r"/resolve/.*\.bin$", throttle_bps=5 * 2**20)
-        pull_env = {**env, "QUANTFORGE_HOME": str(home), "MLFLOW_TRACKING_URI": ""}
-        kill_when(spawn(command, log, pull_env), lambda: any(tmp_path.glob(".pulled.*.partial")), "pull", log)
-        hub.clear_faults()
-        assert not pulled.exists()  # nothing half-installed where a server would load it
-        assert spawn(command, log, pull_env).wait(timeout=300) == 0, log.read_text()[-3000:]
-        assert is_intact(pulled) and list(tmp_path.glob("*.partial")) == []
+    # The published variant, pulled by a serving host killed mid-download.
+    pulled = tmp_path / "pulled"
+    command = [
+        QUANTFORGE,
+        "pull",
+        "medium-llama--int8-asym@candidate",
+        "--from",
+        "hub",
+        "--dest",
+        str(pulled),
+    ]
+    hub.inject_fault(method="GET", path_pattern=r"/resolve/.*\.bin$", throttle_bps=5 * 2**20)
+    pull_env = {**env, "QUANTFORGE_HOME": str(home), "MLFLOW_TRACKING_URI": ""}
+    kill_when(spawn(command, log, pull_env), lambda: any(tmp_path.glob(".pulled.*.partial")), "pull", log)
+    hub.clear_faults()
+    assert not pulled.exists()  # nothing half-installed where a server would load it
+    assert spawn(command, log, pull_env).wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert is_intact(pulled) and list(tmp_path.glob("*.partial")) == []
 
 
 def test_two_different_requests_on_one_model_at_once_export_and_quantize_it_once(
