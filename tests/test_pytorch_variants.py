@@ -133,8 +133,10 @@ def test_every_variant_is_made_measured_and_gated(run, cpu_has_bf16):
         assert result.metrics.speed.tokens_per_second > 0 and result.metrics.size_mb > 0
         assert result.verdict.passed == all(r.startswith("pass") for r in result.verdict.reasons)
         # the gate by weight format, applied to the measured figure (W8A8 +5 %, INT4 +10 %)
+        # (INCONCLUSIVE, an interval across the limit, may sit on either side of it)
         (delta,) = [r for r in result.verdict.reasons if "Δppl" in r]
-        assert delta.startswith("pass") == (result.ppl_increase_pct <= GATE_PCT[name]), name
+        if delta.startswith(("pass", "FAIL")):
+            assert delta.startswith("pass") == (result.ppl_increase_pct <= GATE_PCT[name]), name
         if name != HELD_BACK:
             assert result.verdict.passed == delta.startswith("pass"), name
         assert (result.model_version is not None) == result.verdict.passed
