@@ -96,7 +96,9 @@ def test_passing_variant_is_registered_pushed_and_tagged(services, chain):
     assert first.source_repo == SOURCE and len(first.source_sha) == 40
     assert {v.recipe for v in first.variants} == set(GATE_PCT)
     for result in first.variants:  # each verdict follows its measured figure; only a pass is pushed
-        assert result.verdict.passed == (result.ppl_increase_pct <= GATE_PCT[result.recipe]), result.recipe
+        if result.verdict.outcome != "INCONCLUSIVE":  # an interval across the limit: either side
+            within = result.ppl_increase_pct <= GATE_PCT[result.recipe]
+            assert result.verdict.passed == within, result.recipe
         assert bool(result.hub_commit) == result.verdict.passed
     passed = {v.recipe: v for v in first.variants if v.verdict.passed}
     assert "int8-asym" in passed  # INT8 weight-only is near-lossless, random weights too
