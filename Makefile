@@ -41,7 +41,7 @@ demo: install
 # Two pytest-xdist workers (this machine's two cores), a test file per worker at a time: files share
 # their module fixtures (servers, a sweep) and much of a test is waiting on processes and servers. Files
 # are handed out in collection order, which tests/conftest.py makes longest first (LONGEST_FIRST).
-test: install
+test: install redis
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 # Redis, from Debian's package: tests/test_triggers.py runs the production stack (Prefect's messaging,
