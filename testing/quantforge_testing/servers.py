@@ -71,7 +71,6 @@ class Service:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.command[:2]} exited: see {self.log_path}")
             if time.monotonic() > deadline:
-                self.stop()
                 raise RuntimeError(f"{self.command[:2]} did not start within {timeout} s")
             time.sleep(0.3)
         return self
@@ -87,7 +86,11 @@ class Service:
         self.process = None
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:  # half started (e.g. ready, then its set-up failed): stop what runs
+            self.__exit__(None, None, None)
+            raise
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
@@ -157,11 +160,7 @@ class PostgresServer(Service):
                 capture_output=True,
             )
         super().start(timeout)
-        try:
-            self.create_databases()
-        except psycopg2.Error:
-            self.stop()
-            raise
+        self.create_databases()
         return self
 
     def create_databases(self) -> None:
