@@ -20,10 +20,16 @@ def test_demo_publishes_to_the_local_hub_and_pulls_back_verified(tmp_path):
     recipes = tmp_path / "int8.yaml"
     recipes.write_text(
         yaml.safe_dump(
-            {"description": "one data-free variant", "recipes": [{"name": "int8-asym", "bits": 8}]}
+            {
+                "description": "one data-free variant",
+                # Three windows cannot tell INT8's ~+0.7 % from the default +2 % limit (its interval
+                # reaches ~+2.3 %: INCONCLUSIVE, nothing published); a wider gate keeps this test on
+                # the chain, which it tests, not on the statistics (tests/test_statistics.py).
+                "recipes": [{"name": "int8-asym", "bits": 8, "gate": {"max_ppl_increase_pct": 10}}],
+            }
         )
     )
-    evaluation = tmp_path / "eval.txt"  # four windows of GPL-3: the chain, not the statistics, is tested
+    evaluation = tmp_path / "eval.txt"  # three windows of GPL-3: the chain, not the statistics, is tested
     evaluation.write_text(EVALUATION_TEXT.read_text()[:9000])
     home = tmp_path / "home"
     # As on a newcomer's machine: no Hub endpoint, token or Xet switch set by the caller (the session
