@@ -1,7 +1,7 @@
 """quantforge against the by-hand way, and its models against PyTorch: every figure of
 docs/benchmarks.md in one command. Writes bench/results/<UTC time>.json and regenerates the doc.
 
-    .venv/bin/python -m bench.run_all [--repeats 2] [--sweep-repeats 1] [--scaling 135m,0.5b,1b]
+    .venv/bin/python -m bench.run_all [--repeats 2] [--sweep-repeats 1] [--scaling 1b,3b,8b]
                                       [--only evaluation,pull,...]
 
 Comparisons alternate A and B inside this one session and report medians. Each measured command runs
@@ -30,27 +30,6 @@ BIN = Path(sys.executable).parent
 CALIBRATION = Path("/usr/share/common-licenses/GPL-2")
 EVALUATION = Path("/usr/share/common-licenses/GPL-3")
 RESULTS = REPO / "bench" / "results"
-SCALES = {  # random Llama configs: ~135 M (SmolLM2's shape), ~0.5 B, ~1 B parameters
-    "135m": {
-        "hidden_size": 576,
-        "intermediate_size": 1536,
-        "num_hidden_layers": 30,
-        "num_attention_heads": 9,
-    },
-    "0.5b": {
-        "hidden_size": 1024,
-        "intermediate_size": 4096,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 16,
-    },
-    "1b": {
-        "hidden_size": 2048,
-        "intermediate_size": 5632,
-        "num_hidden_layers": 22,
-        "num_attention_heads": 32,
-    },
-}
-
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -332,46 +311,85 @@ def pull_vs_copy(model_dir: Path, repeats: int) -> dict:
 
 
 def scaling(scales: list[str], work: Path, tokenizer_from: Path) -> list[dict]:
-    """7. Random Llama models: export + one INT4 recipe, wall time and peak memory against size."""
-    from quantforge_testing.tiny_models import tiny_model
+    """7. Llama-3-shaped bf16 checkpoints: quantforge (export, the INT8 baseline, int8-asym and
+    int4-asym-g128, each scored on one window, registered) against optimum-cli's INT4 export, side by
+    side: peak memory of each process tree against the goal's bound, wall time per stage, disk used."""
+    from quantforge.tasks.fetch import parameter_count
+    from quantforge_testing.llama3_checkpoints import llama3_checkpoint
 
     rows = []
     for scale in scales:
-        folder = tiny_model(
-            "llama",
-            work / scale,
-            tokenizer_from,
-            **SCALES[scale],
-            num_key_value_heads=3 if scale == "135m" else 8,
-            vocab_size=49152,
-            max_position_embeddings=2048,
+        folder = llama3_checkpoint(scale, work / f"llama3-{scale}", tokenizer_from)
+        checkpoint_bytes = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+        home = work / f"home-{scale}"
+        run = quantforge_sweep(
+            str(folder),
+            home,
+            "--recipes",
+            "quick",
+            "--max-eval-windows",
+            "1",
+            "--new-tokens",
+            "4",
         )
-        from quantforge.tasks.fetch import parameter_count
-
-        parameters = parameter_count(folder)
-        with tempfile.TemporaryDirectory() as home:
-            run = quantforge_sweep(
+        report = json.loads((home / "output" / "report.json").read_text())
+        quantforge_disk = _bytes_under(home)
+        shutil.rmtree(home)
+        optimum_out = work / f"optimum-{scale}"
+        optimum = measured(
+            [
+                str(BIN / "optimum-cli"),
+                "export",
+                "openvino",
+                "--model",
                 str(folder),
-                Path(home),
-                "--recipes",
-                "quick",
-                "--only",
-                "int4-asym-g128",
-                "--max-eval-windows",
-                "1",
-                "--new-tokens",
-                "4",
-            )
+                "--task",
+                "text-generation-with-past",
+                "--weight-format",
+                "int4",
+                "--group-size",
+                "128",
+                "--ratio",
+                "1.0",
+                str(optimum_out),
+            ]
+        )
+        optimum_disk = _bytes_under(optimum_out)
+        shutil.rmtree(optimum_out)
+        baseline = report["baselines"]["openvino"]
         rows.append(
             {
                 "scale": scale,
-                "parameters": parameters,
+                "parameters": parameter_count(folder),
+                "checkpoint_bytes": checkpoint_bytes,
+                "bound_bytes": 1.25 * checkpoint_bytes + 2**30,
                 "seconds": run["seconds"],
                 "peak_pss_mb": run["peak_pss_mb"],
+                "stages": {
+                    "export": (baseline.get("usage") or {}).get("seconds"),
+                    "baseline evaluation": baseline["metrics"]["seconds"],
+                    **{f"{v['recipe']} compression": v["quantize_seconds"] for v in report["variants"]},
+                    **{f"{v['recipe']} evaluation": v["metrics"]["seconds"] for v in report["variants"]},
+                },
+                "baseline_label": baseline["label"],
+                "disk_bytes": quantforge_disk,
+                "optimum_seconds": optimum["seconds"],
+                "optimum_peak_pss_mb": optimum["peak_pss_mb"],
+                "optimum_disk_bytes": optimum_disk,
             }
         )
         shutil.rmtree(folder)
     return rows
+
+
+def _bytes_under(folder: Path) -> int:
+    """Bytes of the files under `folder`, a file hard-linked twice counted once (as `du` does)."""
+    files = {}
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            stat = path.stat()
+            files[(stat.st_dev, stat.st_ino)] = stat.st_size
+    return sum(files.values())
 
 
 MEASURES = ("evaluation", "decode_pytorch", "pull", "int4_memory", "rerun", "sweep", "scaling")
@@ -384,8 +402,9 @@ def main(
         int, typer.Option(help="A/B pairs for the full default sweep (~12 min each).")
     ] = 1,
     scales: Annotated[
-        str, typer.Option("--scaling", help="Comma-separated: 135m, 0.5b, 1b; empty skips.")
-    ] = "135m,0.5b,1b",
+        str,
+        typer.Option("--scaling", help="Comma-separated Llama-3 shapes: 1b, 3b, 8b (8b: ~1 h, 50 GB)."),
+    ] = "1b",
     only: Annotated[
         str,
         typer.Option(

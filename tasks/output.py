@@ -1,14 +1,12 @@
 """output: the run's folder for the user: every variant (hard links into the cache) and the report."""
 
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from quantforge.core.atomic import atomic_dir
+from quantforge.core.atomic import atomic_dir, link_files
 from quantforge.core.errors import QuantforgeError
 from quantforge.core.names import short_name
 from quantforge.tasks.report import RunReport, write_report
@@ -26,23 +24,13 @@ def check_writable(output_dir: Path) -> None:
         ) from None
 
 
-def _link_tree(source: Path, target: Path) -> None:
-    """Hard-link a directory's files (copy across file systems): no second copy of the weights."""
-    target.mkdir(parents=True)
-    for path in source.iterdir():
-        try:
-            os.link(path, target / path.name)
-        except OSError:
-            shutil.copy2(path, target / path.name)
-
-
 def write_output(report: RunReport, output_dir: Path) -> Path:
     """Build `<output_dir>/<model>-<sha7>/` in a temporary folder, then rename it into place."""
     final = output_dir / f"{short_name(report.source_repo)}-{report.source_sha[:7]}"
     with atomic_dir(final, replace_existing=True) as staging:
         for variant in report.variants:
             if variant.path is not None:
-                _link_tree(variant.path, staging / "variants" / variant.recipe)
+                link_files(variant.path, staging / "variants" / variant.recipe)
         write_report(report, staging)
     return final
 

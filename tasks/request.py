@@ -44,7 +44,14 @@ class QuantizeRequest(BaseModel):
     new_tokens: int = Field(
         default=64, ge=1, le=4096, description="Tokens generated in the decode speed test."
     )
-    export_dtype: Literal["fp16", "fp32"] = Field(default="fp16", description="Precision of the baseline IR.")
+    export_dtype: Literal["auto", "fp16", "bf16", "fp32"] = Field(
+        default="auto", description="Precision of the exported IR; auto: bf16 for a bf16 source, else fp16."
+    )
+    baseline_weights: Literal["auto", "full", "int8"] = Field(
+        default="auto",
+        description="Weights the OpenVINO baseline is scored with: full (the exported IR), int8 (its INT8 "
+        "weight-only copy), auto (int8 from 1 B parameters, as optimum-cli exports them).",
+    )
     gates: GateLimits = Field(
         default=GateLimits(), description="Run-wide gate limits: over each recipe's own and the defaults."
     )

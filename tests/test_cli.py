@@ -159,7 +159,7 @@ def test_plugin_commands_are_added_and_a_broken_one_is_one_line(monkeypatch):
     [
         (["--recipes", "nope"], "`recipes`: unknown recipe set 'nope'"),
         (["--num-samples", "0"], "`num_samples`: Input should be greater than or equal to 1 (got 0)"),
-        (["--export-dtype", "int3"], "`export_dtype`: 'int3' is not one of 'fp16', 'fp32'."),
+        (["--export-dtype", "int3"], "`export_dtype`: 'int3' is not one of 'auto', 'fp16', 'bf16', 'fp32'."),
         (["--num-samples", "x"], "`num_samples`: 'x' is not a valid integer."),
         (["--max-ppl", "0"], "`gates.max_ppl`: Input should be greater than 0 (got 0.0)"),
         (["--only", "int9"], "`only`: no recipe named int9"),

@@ -225,3 +225,15 @@ def _is_enospc(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def link_files(source: Path, target: Path, skip: tuple[str, ...] = ()) -> None:
+    """Hard-link the files of `source` (not its folders, not the names in `skip`) into `target`, created
+    if missing; copied where a link cannot be made (another file system): no second copy of weights."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and path.name not in skip:
+            try:
+                os.link(path, target / path.name)
+            except OSError:
+                shutil.copy2(path, target / path.name)

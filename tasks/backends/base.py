@@ -47,6 +47,7 @@ class Baseline(BaseModel):
     label: str  # how the model card and the report name it
     metrics: Metrics
     folder: Path | None = None  # what variants start from, where the runtime has one (OpenVINO: the IR)
+    scored: Path | None = None  # the folder measured, when not `folder` (OpenVINO's INT8 copy of a large IR)
     # its next-token distributions, kept to measure its variants' divergence; None when taken from a record
     reference: Path | None = None
     usage: StepUsage | None = None  # what preparing it cost in this run; None when nothing was prepared
