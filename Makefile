@@ -9,7 +9,7 @@ EVALUATION_TEXT := /usr/share/common-licenses/GPL-3
 # IPEX 2.8 (archived) pins torch 2.8 and transformers 4.51: it gets its own environment, made on request.
 IPEX_VENV := .venv-ipex
 
-.PHONY: install demo test ipex-env redis
+.PHONY: install demo test test-large ipex-env redis
 
 # Every package at the exact version in requirements.lock, without dependency resolution: the lock
 # already is the resolution (it drops torchvision, which optimum-intel names but LLM export never uses).
@@ -43,6 +43,10 @@ demo: install
 # are handed out in collection order, which tests/conftest.py makes longest first (LONGEST_FIRST).
 test: install redis
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
+
+# The 1 B-parameter model within its memory bound (tests/test_large.py): minutes, ~8 GB of disk.
+test-large: install
+	$(VENV)/bin/python -m pytest -m large -s tests/test_large.py
 
 # Redis, from Debian's package: tests/test_triggers.py runs the production stack (Prefect's messaging,
 # cache, leases and docket on Redis; PostgreSQL, already on the image, under both servers) on loopback.
