@@ -64,6 +64,7 @@ def _made(job: Job, baseline: Baseline, evaluation: str, mlflow_run: str, gates:
         evaluation=evaluation,
         evaluation_hash=job.evaluation.content_hash,
         baseline=baseline.metrics,
+        baseline_label=baseline.label,
     )
     record = record_variant_task(
         mlflow_run, job.target, made.manifest, made.usage, metrics, increase, verdict, lineage

@@ -38,8 +38,9 @@ def run_baselines(measured: dict[str, Baseline], decisions: list[Decision]) -> d
     for decision in decisions:
         runtime = BACKENDS[decision.recipe.backend].runtime
         if decision.reuse is not None and runtime.name not in baselines:
+            lineage = decision.reuse.lineage
             baselines[runtime.name] = Baseline(
-                runtime=runtime.name, label=runtime.label, metrics=decision.reuse.lineage.baseline
+                runtime=runtime.name, label=lineage.baseline_label or runtime.label, metrics=lineage.baseline
             )
     order = list(dict.fromkeys(b.runtime.name for b in BACKENDS.values()))
     return dict(sorted(baselines.items(), key=lambda item: order.index(item[0])))

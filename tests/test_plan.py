@@ -81,3 +81,17 @@ def test_a_runtime_whose_variants_are_all_reused_takes_its_baseline_from_their_r
     assert list(baselines) == ["openvino", "pytorch"]  # the OpenVINO IR first, whatever the recipes' order
     assert baselines["openvino"].metrics.perplexity.ppl == 19.0
     assert baselines["pytorch"].metrics.perplexity.ppl == 20.0 and baselines["pytorch"].usage is None
+
+
+def test_a_reused_records_baseline_keeps_how_it_was_scored():
+    """A record judged against the INT8 weight-only baseline of a large model says so in a later run."""
+    from quantforge.tasks.baselines import run_baselines
+
+    reused = record(INT8, 20.1, passed=True, version=1)
+    reused.lineage.baseline_label = "original (OpenVINO IR, INT8 weight-only)"
+    baselines = run_baselines({}, plan([INT8], {"int8": reused}, GateLimits()))
+    assert baselines["openvino"].label == "original (OpenVINO IR, INT8 weight-only)"
+    older = record(INT8, 20.1, passed=True, version=1)  # a record from before the label was kept
+    assert run_baselines({}, plan([INT8], {"int8": older}, GateLimits()))["openvino"].label == (
+        "original (OpenVINO IR)"
+    )

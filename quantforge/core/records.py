@@ -123,6 +123,8 @@ class Lineage(BaseModel):
     evaluation: str
     evaluation_hash: str
     baseline: Metrics
+    # how the baseline was scored (e.g. "original (OpenVINO IR, INT8 weight-only)"); None in older records
+    baseline_label: str | None = None
 
 
 class RecordedVariant(BaseModel):
