@@ -14,6 +14,7 @@ from quantforge.core.redact import install_log_redaction
 from quantforge.registry.aliases import CHAMPION_ALIAS, promote_task
 from quantforge.registry.outcomes import lookup_records, outcome
 from quantforge.registry.publishing import publish_registered
+from quantforge.registry.run_links import link_hub_commits, link_mlflow_run
 from quantforge.registry.variants import finish_flow_run, flow_run
 from quantforge.tasks.baselines import measure_baselines, run_baselines, run_toolchain
 from quantforge.tasks.datasets import calibration_samples_task, evaluation_windows_task
@@ -54,6 +55,7 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
         )
     jobs = [variant_job(source, r, calibration, evaluation, request.new_tokens) for r in recipes]
     with flow_run(source.repo, source.sha) as mlflow_run:
+        link_mlflow_run(mlflow_run, source.repo)
         decisions = plan(recipes, lookup_records(jobs), request.gates)
         to_make = [d.recipe for d in decisions if d.make]
         baselines, backend_baseline_ppl = {}, {}
@@ -65,7 +67,12 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
                 for job, decision in zip(jobs, decisions, strict=True)
             ]
         baselines = run_baselines(baselines, decisions)
-        failures = publish_registered(results, baselines, request) if request.hub_namespace else []
+        failures = (
+            publish_registered(results, baselines, request, source, evaluation.content_hash)
+            if request.hub_namespace
+            else []
+        )
+        link_hub_commits(results, source.repo)
         report = RunReport(
             source_repo=source.repo,
             source_sha=source.sha,

@@ -233,14 +233,19 @@ def write_report(report: RunReport, folder: Path) -> None:
     _prefect_artifacts(report)
 
 
+def artifact_key(*names: str) -> str:
+    """`quantforge-<name>-...`: a Prefect artifact key (lowercase letters, digits and dashes only), each
+    name cut to 40 characters."""
+    slugs = ("".join(c if c.isascii() and c.isalnum() else "-" for c in n.lower())[:40] for n in names)
+    return "-".join(["quantforge", *(s.strip("-") for s in slugs)])
+
+
 def _prefect_artifacts(report: RunReport) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.context import FlowRunContext
 
     if FlowRunContext.get() is None:
         return
-    key = "quantforge-" + "".join(c if c.isalnum() else "-" for c in report.source_repo.lower())[:40].strip(
-        "-"
-    )
+    key = artifact_key(report.source_repo)
     create_table_artifact(table=table_rows(report), key=f"{key}-table", description="quantforge variants")
     create_markdown_artifact(markdown=markdown(report), key=key, description="quantforge report")

@@ -6,7 +6,7 @@ from quantforge.core.manifest import Manifest
 from quantforge.core.records import Divergence, Metrics, Perplexity, Speed, Verdict, WeightShares
 from quantforge.tasks.backends.base import Baseline
 from quantforge.tasks.gate import GateLimits, judge, ppl_increase_pct
-from quantforge.tasks.model_card import model_card
+from quantforge.tasks.model_card import CardContext, dataset_ref, model_card
 from quantforge.tasks.report import (
     RunReport,
     VariantResult,
@@ -178,7 +178,12 @@ def test_the_model_card_gives_the_intervals_and_the_divergence():
     baseline = Baseline(
         runtime="openvino", label="original (OpenVINO IR)", metrics=variant("b", 1, 20, 3).metrics
     )
-    card = model_card(result, manifest, baseline, "text", "org/model-int4")
+    context = CardContext(
+        repo_id="org/model-int4",
+        endpoint="https://huggingface.co",
+        evaluation=dataset_ref("wikitext2", "e" * 64, "evaluation"),
+    )
+    card = model_card(result, manifest, baseline, context)
     assert result.verdict.outcome == "PASS" and "Gate passed: pass: Δppl " in card
     assert f"| int4 | {result.metrics.perplexity.ppl:.3f} | {cells['Δppl']} | 50.0 | - | - |" in card
     assert (
@@ -189,4 +194,4 @@ def test_the_model_card_gives_the_intervals_and_the_divergence():
     no_divergence = result.model_copy(
         update={"metrics": result.metrics.model_copy(update={"divergence": None})}
     )
-    assert "KL divergence" not in model_card(no_divergence, manifest, baseline, "text", "org/model-int4")
+    assert "KL divergence" not in model_card(no_divergence, manifest, baseline, context)
