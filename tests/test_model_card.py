@@ -2,12 +2,13 @@
 by its hash, never its path) and the measured figures as a `model-index` the Hub's parser reads back."""
 
 import pytest
-from huggingface_hub import ModelCard, metadata_load
+from huggingface_hub import HfApi, ModelCard, metadata_load
 
 from quantforge.core.manifest import Manifest
 from quantforge.tasks.backends.base import Baseline
 from quantforge.tasks.fetch import SourceModel
 from quantforge.tasks.model_card import CardContext, dataset_ref, model_card, source_license
+from quantforge.tasks.publish import publish_variant
 from quantforge_testing.hub.server import HubServer
 from tests.test_report import BASELINE_NLL, judged, variant
 
@@ -180,3 +181,29 @@ def test_a_hub_source_license_is_the_card_of_the_pinned_commit(tmp_path, monkeyp
         (folder / "README.md").write_text("# no metadata\n")
         bare = hub.seed_repo("org/model", folder)
         assert source_license(SourceModel(repo="org/model", sha=bare, local_dir=tmp_path)) == {}
+
+
+def test_the_hub_reads_the_pushed_cards_metadata_back(tmp_path, monkeypatch):
+    """Pushed as `publish_variant` pushes it, the card's front matter is the Hub's card data: the license,
+    the datasets and the model-index's figures, with no path of this host."""
+    token = "hf_modelCardToken"
+    result, card = card_for("wikitext2", str(tmp_path / "evaluation.txt"), {"license": "apache-2.0"})
+    folder = tmp_path / "variant"
+    folder.mkdir()
+    (folder / "openvino_model.xml").write_text("<net/>")
+    with HubServer(tmp_path / "hub", tokens={token: "quantforge-bot"}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", token)
+        published = publish_variant(
+            folder, manifest("wikitext2"), card, "acme/model-int4-awq-ov", private=False
+        )
+        data = (
+            HfApi(endpoint=hub.url, token=token)
+            .model_info(published.repo, revision=published.commit)
+            .card_data
+        )
+    assert (data.license, data.datasets) == ("apache-2.0", ["Salesforce/wikitext"])
+    (perplexity, *_) = data.eval_results
+    assert perplexity.metric_type == "perplexity" and perplexity.dataset_type == "local-text"
+    assert perplexity.metric_value == pytest.approx(result.metrics.perplexity.ppl, rel=1e-5)
+    assert str(tmp_path) not in repr(data.to_dict())
