@@ -357,7 +357,9 @@ def _run_command() -> click.Command:
                 fail(f"`{'.'.join(paths.get(error.param.name, (error.param.name,)))}`: {error.message}")
 
     command = typer.Typer(add_completion=False)
-    options = options_from(QuantizeRequest, ("model",), omit, aliases={"calibration": ("--dataset",)})
+    options = options_from(
+        QuantizeRequest, ("model",), omit, aliases={"calibration": ("--dataset",), "targets": ("--target",)}
+    )
     command.command("run", cls=OneLineErrors)(options(run))
     return typer.main.get_command(command)
 

@@ -15,6 +15,7 @@ from quantforge.core.errors import QuantforgeError, truncated
 from quantforge.core.yaml_input import MAX_ECHO, MAX_MESSAGE, read_yaml
 from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.gate import GateLimits
+from quantforge.tasks.targets import Target, target_problems
 
 RECIPE_SETS_DIR = Path(__file__).parent / "recipe_sets"
 
@@ -41,6 +42,8 @@ class Recipe(BaseModel):
     activations: Literal["none", "int8"] = "none"  # int8: static W8A8 through nncf.quantize
     smooth_quant_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
     gate: GateLimits = GateLimits()  # this recipe's limits; unset ones fall back to its weight format's
+    # The device it is made for (its profile's rules apply: tasks/targets.py); None: the run's `--target`s.
+    target: Target | None = None
 
     @field_validator("backend")
     @classmethod
@@ -53,6 +56,8 @@ class Recipe(BaseModel):
     def _check_combination(self) -> "Recipe":
         backend = BACKENDS[self.backend]
         problems = backend.recipe_problems(self) + _combination_problems(self)
+        if self.target is not None:
+            problems += target_problems(self, self.target)
         if problems:
             raise ValueError("; ".join(problems))
         backend.check_with_tool(self)
@@ -76,8 +81,9 @@ class Recipe(BaseModel):
         return "w8a8" if self.static else f"int{self.bits}"
 
     def content_hash(self) -> str:
-        """Stable hash of the fields that change the bytes (not the name, not the gate)."""
-        fields = self.model_dump(exclude={"name", "gate"})
+        """Stable hash of the fields that change the bytes (not the name, the gate or the target: the
+        targets file follows from the other fields)."""
+        fields = self.model_dump(exclude={"name", "gate", "target"})
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 

@@ -5,11 +5,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from quantforge.core.errors import QuantforgeError
+from quantforge.core.errors import QuantforgeError, truncated
+from quantforge.core.yaml_input import MAX_MESSAGE
 from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.gate import GateLimits
 from quantforge.tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id
 from quantforge.tasks.recipes import Recipe, load_recipe_set
+from quantforge.tasks.targets import Target, refused_for_targets
 
 
 class QuantizeRequest(BaseModel):
@@ -52,6 +54,11 @@ class QuantizeRequest(BaseModel):
         description="Weights the OpenVINO baseline is scored with: full (the exported IR), int8 (its INT8 "
         "weight-only copy), auto (int8 from 1 B parameters, as optimum-cli exports them).",
     )
+    targets: list[Target] = Field(
+        default_factory=lambda: [Target.CPU],
+        min_length=1,
+        description="Device the variants are for (repeatable): cpu, gpu, npu; a recipe's own `target` wins.",
+    )
     gates: GateLimits = Field(
         default=GateLimits(), description="Run-wide gate limits: over each recipe's own and the defaults."
     )
@@ -87,6 +94,8 @@ class QuantizeRequest(BaseModel):
     @model_validator(mode="after")
     def _check_recipes(self) -> "QuantizeRequest":
         recipes = self.selected_recipes()
+        if refused := refused_for_targets(recipes, self.targets):
+            raise ValueError(truncated(refused, MAX_MESSAGE))
         needing_data = [r.name for r in recipes if r.data_aware]
         if needing_data and self.calibration is None:
             raise ValueError(

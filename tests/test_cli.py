@@ -287,6 +287,8 @@ def test_run_builds_the_request_the_options_say(requested):
         "seed": 3,
         "new_tokens": 5,
         "export_dtype": "fp32",
+        "baseline_weights": "int8",
+        "targets": ["cpu", "gpu"],
         "output_dir": "elsewhere",
         "trust_remote_code": True,
         "allow_pickle": True,

@@ -105,7 +105,7 @@ def test_yaml_errors_name_the_recipe_and_field(tmp_path):
 
 
 def test_unknown_set_lists_the_shipped_ones():
-    with pytest.raises(QuantforgeError, match=r"unknown recipe set 'nope' \(shipped: default, pytorch"):
+    with pytest.raises(QuantforgeError, match=r"unknown recipe set 'nope' \(shipped: default, npu, pytorch"):
         load_recipe_set("nope")
 
 
