@@ -14,6 +14,7 @@ from quantforge.tasks.backends.base import Baseline, Job
 from quantforge.tasks.gate import GateLimits, effective_limits, ppl_increase_pct
 from quantforge.tasks.plan import Decision, decide
 from quantforge.tasks.report import VariantResult
+from quantforge.tasks.targets import verify_targets_task
 from quantforge.tasks.variants import decided, make_variant
 
 
@@ -82,6 +83,7 @@ def _made(job: Job, baseline: Baseline, evaluation: str, mlflow_run: str, gates:
         metrics=metrics,
         ppl_increase_pct=increase,
         verdict=verdict,
+        targets=verify_targets_task(path),
     )
 
 

@@ -31,6 +31,9 @@ class VariantResult(BaseModel):
     model_version: int | None = None
     hub_repo: str | None = None  # set once published
     hub_commit: str | None = None
+    # by OpenVINO device of its targets file: verified (compiled on this host), not verified (device absent)
+    # or failed: <why>; empty when nothing was checked (not made in this run, or no targets file)
+    targets: dict[str, str] = {}
 
 
 class RunReport(BaseModel):
@@ -175,6 +178,13 @@ def markdown(report: RunReport) -> str:
             f"- **{v.recipe}** ({v.metrics.perplexity.tokens_scored:,} tokens): "
             + "; ".join(v.verdict.reasons)
             for v in report.variants
+        ),
+        "",
+        "## Target devices",
+        *(
+            f"- **{v.recipe}**: " + "; ".join(f"{device} {status}" for device, status in v.targets.items())
+            for v in report.variants
+            if v.targets
         ),
         "",
         "## Registered in MLflow",

@@ -111,8 +111,8 @@ def target_problems(recipe: Recipe, target: Target) -> list[str]:
     problems = []
     for name, (allowed, why) in PROFILES[target].requires.items():
         value = getattr(recipe, name)
-        if name == "group_size_fallback" and recipe.group_size in (None, -1):
-            continue  # channel-wise: no group to fall back from
+        if name == "group_size_fallback" and recipe.group_size != 128:
+            continue  # channel-wise has no group to fall back from; other groups are refused as such
         if value not in allowed:
             wanted = " or ".join(json.dumps(a) for a in allowed)
             problems.append(f"`{name}` must be {wanted} on {device} ({why}), got {json.dumps(value)}")

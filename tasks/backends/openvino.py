@@ -26,6 +26,7 @@ from quantforge.tasks.export import IR_BIN, IR_XML, BaselineIR, ExportDtype, exp
 from quantforge.tasks.fetch import SourceModel, parameter_count
 from quantforge.tasks.openvino_measure import measure_baseline_task, measure_model_task
 from quantforge.tasks.resources import measure
+from quantforge.tasks.targets import write_targets
 from quantforge.tasks.toolchain import installed_versions, versions_hash
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ def quantize(ir_dir: Path, job: Job) -> Made:
                 link_files(int8, tmp, skip=(CHECKSUMS_FILE,))  # the INT8 baseline's bytes: one copy on disk
             else:
                 _compress(ir_dir, job.recipe, job.calibration, tmp)
+        write_targets(tmp, job.recipe)  # the devices it runs on and their properties: in the manifest
         return Made(manifest=write_manifest(job, tmp), usage=usage)
 
 

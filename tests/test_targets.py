@@ -1,0 +1,170 @@
+"""Device profiles: NPU refusals, the npu set, the targets file written next to a variant's IR and read
+back, and what a run reports for devices present and absent (this machine has a CPU only)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from quantforge.core.errors import QuantforgeError
+from quantforge.core.manifest import MANIFEST_FILE, read_manifest
+from quantforge.tasks.recipes import Recipe, load_recipe_set
+from quantforge.tasks.report import markdown
+from quantforge.tasks.request import QuantizeRequest
+from quantforge.tasks.targets import (
+    NOT_VERIFIED,
+    PROFILES,
+    TARGETS_FILE,
+    VERIFIED,
+    Target,
+    read_targets,
+    runtime_config,
+    target_problems,
+)
+from tests.conftest import EVALUATION_TEXT
+from tests.test_report import report_of, variant
+
+QUANTFORGE = str(Path(sys.executable).with_name("quantforge"))  # the console script users run
+CPU = {
+    "PERFORMANCE_HINT": "LATENCY",
+    "NUM_STREAMS": 1,
+    "INFERENCE_PRECISION_HINT": "f32",
+    "CACHE_DIR": "model_cache",
+}
+GPU = {
+    "PERFORMANCE_HINT": "LATENCY",
+    "NUM_STREAMS": 1,
+    "INFERENCE_PRECISION_HINT": "f16",
+    "CACHE_DIR": "model_cache",
+}
+NPU = {"CACHE_DIR": "model_cache", "MAX_PROMPT_LEN": 1024, "MIN_RESPONSE_LEN": 128}
+
+
+def test_an_asymmetric_group_wise_int4_recipe_aimed_at_npu_is_one_line_exit_2_and_nothing_made(tmp_path):
+    """Through the console script: refused while the request is built, before any download or export."""
+    output = tmp_path / "out"
+    done = subprocess.run(
+        [QUANTFORGE, "run", "HuggingFaceTB/SmolLM2-135M-Instruct", "--recipes", "quick", "--only",
+         "int4-asym-g128", "--target", "cpu", "--target", "npu", "--output-dir", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith(
+        "error: `targets` npu: recipe 'int4-asym-g128': `sym` must be true on NPU (the NPU compiler takes "
+        "symmetric INT4 weights only), got false"
+    )
+    assert "`group_size_fallback`" in line  # groups of 128 adjusted to other sizes on narrow layers
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "got"),
+    [
+        ({"bits": 4, "group_size": 128, "group_size_fallback": "ignore"}, "sym", "false"),
+        ({"bits": 4, "sym": True, "group_size": 64}, "group_size", "64"),
+        ({"bits": 8, "sym": True}, "bits", "8"),
+        ({"bits": 4, "sym": True, "group_size": -1, "ratio": 0.8}, "ratio", "0.8"),
+        ({"bits": 4, "sym": True, "group_size": 128}, "group_size_fallback", '"adjust"'),
+        ({"bits": 8, "backend": "torchao", "sym": True}, "backend", "torchao"),
+    ],
+)
+def test_a_recipe_of_its_own_aimed_at_npu_names_the_field_and_the_value(fields, field, got, tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(json.dumps({"recipes": [{"name": "mine", "target": "npu", **fields}]}))
+    with pytest.raises(QuantforgeError) as refused:
+        load_recipe_set(str(path))
+    message = str(refused.value)
+    assert message.startswith(f"`recipes` in mine.yaml: recipe 'mine': `{field}` must be ")
+    assert " on NPU (" in message and message.endswith(f"got {got}")
+
+
+def test_the_npu_set_loads_meets_its_profile_and_runs_with_target_npu():
+    recipes = load_recipe_set("npu").recipes
+    assert {r.name for r in recipes} == {"int4-sym-cw", "int4-sym-cw-awq-se", "int4-sym-g128"}
+    for recipe in recipes:
+        assert recipe.target == Target.NPU and target_problems(recipe, Target.NPU) == []
+        assert recipe.bits == 4 and recipe.sym and recipe.group_size in (-1, 128) and recipe.ratio == 1.0
+        assert list(runtime_config(recipe)) == ["CPU", "GPU", "NPU"]
+    request = QuantizeRequest(model="org/model", recipes="npu", targets=["npu"], calibration="wikitext2")
+    assert request.targets == [Target.NPU]
+    with pytest.raises(ValueError, match=r"`targets` npu: recipe 'int8-asym': `bits` must be 4 on NPU"):
+        QuantizeRequest(model="org/model", recipes="quick", targets=["npu"])
+
+
+def test_a_target_is_not_part_of_the_variant_identity():
+    """The targets file follows from the fields that make the bytes: the same variant, whatever it aims at."""
+    channel_wise = {"name": "a", "bits": 4, "sym": True, "group_size": -1}
+    assert Recipe(**channel_wise, target="npu").content_hash() == Recipe(**channel_wise).content_hash()
+
+
+def test_each_device_gets_what_openvino_documents_for_it():
+    """NPU: no NUM_STREAMS (read-only there) and no precision hint (it computes in FP16); its prompt and
+    answer lengths (static shapes) said. An NPU-unfit recipe's file leaves the NPU out."""
+    assert {t: p.properties for t, p in PROFILES.items()} == {"cpu": CPU, "gpu": GPU, "npu": NPU}
+    assert [p.device for p in PROFILES.values()] == ["CPU", "GPU", "NPU"]
+    assert runtime_config(Recipe(name="c", bits=4, sym=True, group_size=-1)) == {
+        "CPU": CPU,
+        "GPU": GPU,
+        "NPU": NPU,
+    }
+    assert runtime_config(Recipe(name="a", bits=4, group_size=128)) == {"CPU": CPU, "GPU": GPU}
+    assert runtime_config(Recipe(name="s", bits=8, activations="int8")) == {"CPU": CPU, "GPU": GPU}
+
+
+@pytest.mark.model
+def test_a_variant_carries_its_targets_file_and_is_verified_on_the_cpu_only(bundled_model, tmp_path):
+    """A tiny Llama quantized as the npu set's channel-wise recipe: the file next to its IR is in its
+    manifest, a host loads the variant with the CPU's properties, and the run reports CPU verified, GPU
+    and NPU not."""
+    import openvino_genai
+
+    from quantforge.tasks.backends import openvino
+    from quantforge.tasks.datasets import evaluation_windows
+    from quantforge.tasks.fetch import fetch_source
+    from quantforge.tasks.targets import verify_targets
+    from quantforge.tasks.variants import variant_job
+    from quantforge_testing.tiny_models import tiny_model
+
+    source = fetch_source(str(tiny_model("llama", tmp_path / "llama", bundled_model)))
+    ir = openvino.export_ir(source, "fp16")
+    windows = evaluation_windows(str(EVALUATION_TEXT), source.local_dir, 128, 1)
+    recipe = {r.name: r for r in load_recipe_set("npu").recipes}["int4-sym-cw"]
+    job = variant_job(source, recipe, None, windows, None)
+    openvino.quantize(ir.path, job)
+
+    assert read_targets(job.target) == {"CPU": CPU, "GPU": GPU, "NPU": NPU}
+    manifest = read_manifest(job.target)
+    assert TARGETS_FILE in manifest.files
+    assert json.loads((job.target / MANIFEST_FILE).read_text())["recipe"]["target"] == "npu"
+
+    cache = tmp_path / "model_cache"
+    pipe = openvino_genai.LLMPipeline(
+        str(job.target), "CPU", {**read_targets(job.target)["CPU"], "CACHE_DIR": str(cache)}
+    )
+    assert pipe.generate("The", max_new_tokens=2) is not None
+    assert any(cache.iterdir())  # the CPU plugin took CACHE_DIR
+
+    targets = verify_targets(job.target)
+    assert targets == {"CPU": VERIFIED, "GPU": NOT_VERIFIED, "NPU": NOT_VERIFIED}
+    result = variant("int4-sym-cw", 10.0, 20.0, 30.0).model_copy(update={"targets": targets})
+    report = report_of(result)
+    assert (
+        "- **int4-sym-cw**: CPU verified; GPU not verified (device absent); NPU not verified (device absent)"
+        in (markdown(report).splitlines())
+    )
+    assert report.model_dump(mode="json")["variants"][0]["targets"]["NPU"] == "not verified (device absent)"
+
+
+def test_a_device_that_refuses_the_variant_is_failed_never_verified(tmp_path):
+    """A host claiming a GPU whose plugin cannot load (no OpenCL here): `failed: <why>`, not verified."""
+    from quantforge.tasks.targets import verify_targets, write_targets
+
+    write_targets(tmp_path, Recipe(name="a", bits=4, group_size=128))
+    targets = verify_targets(tmp_path, ["CPU", "GPU.0"])
+    assert set(targets) == {"CPU", "GPU"}
+    assert all(status.startswith("failed: ") for status in targets.values())  # no IR in the folder at all
