@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from quantforge.core.errors import QuantforgeError
-from quantforge.core.manifest import MANIFEST_FILE, read_manifest
+from quantforge.core.manifest import read_manifest
 from quantforge.tasks.recipes import Recipe, load_recipe_set
-from quantforge.tasks.report import markdown
 from quantforge.tasks.request import QuantizeRequest
 from quantforge.tasks.targets import (
     NOT_VERIFIED,
@@ -24,7 +23,6 @@ from quantforge.tasks.targets import (
     target_problems,
 )
 from tests.conftest import EVALUATION_TEXT
-from tests.test_report import report_of, variant
 
 QUANTFORGE = str(Path(sys.executable).with_name("quantforge"))  # the console script users run
 CPU = {
@@ -117,47 +115,48 @@ def test_each_device_gets_what_openvino_documents_for_it():
 
 
 @pytest.mark.model
-def test_a_variant_carries_its_targets_file_and_is_verified_on_the_cpu_only(bundled_model, tmp_path):
-    """A tiny Llama quantized as the npu set's channel-wise recipe: the file next to its IR is in its
-    manifest, a host loads the variant with the CPU's properties, and the run reports CPU verified, GPU
-    and NPU not."""
+def test_a_run_for_the_npu_reports_cpu_verified_and_npu_not_and_the_file_loads(
+    bundled_model, prefect_harness, tmp_path
+):
+    """The quantize flow on a tiny Llama with the npu set's channel-wise recipe and `--target npu`: its
+    variant carries the targets file (in its manifest), a host loads it with the CPU's properties, and
+    the report says CPU verified, GPU and NPU not verified (this machine has a CPU only)."""
     import openvino_genai
 
-    from quantforge.tasks.backends import openvino
-    from quantforge.tasks.datasets import evaluation_windows
-    from quantforge.tasks.fetch import fetch_source
-    from quantforge.tasks.targets import verify_targets
-    from quantforge.tasks.variants import variant_job
+    from quantforge.flows.quantize import quantize_flow
     from quantforge_testing.tiny_models import tiny_model
 
-    source = fetch_source(str(tiny_model("llama", tmp_path / "llama", bundled_model)))
-    ir = openvino.export_ir(source, "fp16")
-    windows = evaluation_windows(str(EVALUATION_TEXT), source.local_dir, 128, 1)
-    recipe = {r.name: r for r in load_recipe_set("npu").recipes}["int4-sym-cw"]
-    job = variant_job(source, recipe, None, windows, None)
-    openvino.quantize(ir.path, job)
-
-    assert read_targets(job.target) == {"CPU": CPU, "GPU": GPU, "NPU": NPU}
-    manifest = read_manifest(job.target)
-    assert TARGETS_FILE in manifest.files
-    assert json.loads((job.target / MANIFEST_FILE).read_text())["recipe"]["target"] == "npu"
-
-    cache = tmp_path / "model_cache"
-    pipe = openvino_genai.LLMPipeline(
-        str(job.target), "CPU", {**read_targets(job.target)["CPU"], "CACHE_DIR": str(cache)}
+    model = tiny_model("llama", tmp_path / "llama", bundled_model)
+    output = tmp_path / "output"
+    request = QuantizeRequest(
+        model=str(model),
+        recipes="npu",
+        only=["int4-sym-cw"],
+        evaluation=str(EVALUATION_TEXT),
+        max_eval_windows=2,
+        new_tokens=4,
+        targets=["npu"],
+        output_dir=output,
     )
-    assert pipe.generate("The", max_new_tokens=2) is not None
-    assert any(cache.iterdir())  # the CPU plugin took CACHE_DIR
-
-    targets = verify_targets(job.target)
-    assert targets == {"CPU": VERIFIED, "GPU": NOT_VERIFIED, "NPU": NOT_VERIFIED}
-    result = variant("int4-sym-cw", 10.0, 20.0, 30.0).model_copy(update={"targets": targets})
-    report = report_of(result)
+    (result,) = quantize_flow(request).variants
+    assert result.targets == {"CPU": VERIFIED, "GPU": NOT_VERIFIED, "NPU": NOT_VERIFIED}
+    (run,) = output.iterdir()
     assert (
         "- **int4-sym-cw**: CPU verified; GPU not verified (device absent); NPU not verified (device absent)"
-        in (markdown(report).splitlines())
+        in ((run / "report.md").read_text().splitlines())
     )
-    assert report.model_dump(mode="json")["variants"][0]["targets"]["NPU"] == "not verified (device absent)"
+    assert json.loads((run / "report.json").read_text())["variants"][0]["targets"] == result.targets
+
+    variant = run / "variants" / "int4-sym-cw"
+    assert read_targets(variant) == {"CPU": CPU, "GPU": GPU, "NPU": NPU}
+    manifest = read_manifest(variant)
+    assert TARGETS_FILE in manifest.files and manifest.recipe["target"] == "npu"
+    cache = tmp_path / "model_cache"
+    config = {**read_targets(variant)["CPU"], "CACHE_DIR": str(cache)}
+    assert (
+        openvino_genai.LLMPipeline(str(variant), "CPU", config).generate("The", max_new_tokens=2) is not None
+    )
+    assert any(cache.iterdir())  # the CPU plugin took CACHE_DIR
 
 
 def test_a_device_that_refuses_the_variant_is_failed_never_verified(tmp_path):
