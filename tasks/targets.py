@@ -64,7 +64,7 @@ PROFILES: dict[Target, Profile] = {
             "CACHE_DIR": "model_cache",
         },
         check="compile_model",
-        source="https://docs.openvino.ai/2026/openvino-workflow/running-inference/inference-devices-and-modes/cpu-device.html",
+        source="https://github.com/openvinotoolkit/openvino/blob/master/docs/articles_en/openvino-workflow/running-inference/inference-devices-and-modes/cpu-device.rst",
     ),
     # f16 is the GPU plugin's precision for an f16 IR; seed 000 passes f32 for Phi-2 (an override a host
     # makes per model). The docs recommend a permanent cache: GPU kernels compile per shape.
@@ -77,17 +77,18 @@ PROFILES: dict[Target, Profile] = {
             "CACHE_DIR": "model_cache",
         },
         check="compile_model",
-        source="https://docs.openvino.ai/2026/openvino-workflow/running-inference/inference-devices-and-modes/gpu-device.html",
+        source="https://github.com/openvinotoolkit/openvino/blob/master/docs/articles_en/openvino-workflow/running-inference/inference-devices-and-modes/gpu-device.rst",
     ),
     # The NPU plugin computes in FP16 (no precision hint), its NUM_STREAMS is read-only and LATENCY is its
-    # default hint. It runs static shapes only: LLMPipeline reshapes the LLM to a prompt of MAX_PROMPT_LEN
-    # and an answer of at least MIN_RESPONSE_LEN tokens (the documented defaults, written so a host sees
-    # the context it gets). Compiling takes long: the docs recommend CACHE_DIR.
+    # default hint (npu-device.rst, beside the source below). It runs static shapes only: LLMPipeline
+    # reshapes the LLM to a prompt of MAX_PROMPT_LEN and an answer of at least MIN_RESPONSE_LEN tokens
+    # (the documented defaults, written so a host sees the context it gets). Compiling takes long: the
+    # docs recommend CACHE_DIR.
     Target.NPU: Profile(
         device="NPU",
         properties={"CACHE_DIR": "model_cache", "MAX_PROMPT_LEN": 1024, "MIN_RESPONSE_LEN": 128},
         check="LLMPipeline",
-        source="https://docs.openvino.ai/2026/openvino-workflow-generative/inference-with-genai/inference-with-genai-on-npu.html",
+        source="https://github.com/openvinotoolkit/openvino/blob/master/docs/articles_en/openvino-workflow-generative/inference-with-genai/inference-with-genai-on-npu.rst",
         # "LLMs must be exported with": symmetric 4-bit weights, channel-wise (-1) or groups of 128, ratio 1.0
         # (the same page, OpenVINO 2026.3). Asymmetric group-wise INT4 crashes the NPU compiler.
         requires={
@@ -152,9 +153,10 @@ def verify_targets(folder: Path, available: Sequence[str] | None = None) -> dict
     import openvino as ov
 
     targets = read_targets(folder)
-    if targets and available is None:
-        available = ov.Core().available_devices
-    present = {name.split(".")[0] for name in available or ()}  # GPU.0, GPU.1: the GPU
+    if not targets:
+        return {}
+    devices = ov.Core().available_devices if available is None else available
+    present = {name.split(".")[0] for name in devices}  # GPU.0, GPU.1: the GPU
     return {
         device: _checked(folder, device, properties) if device in present else NOT_VERIFIED
         for device, properties in targets.items()
