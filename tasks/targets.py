@@ -54,7 +54,8 @@ class Profile:
 
 PROFILES: dict[Target, Profile] = {
     # One request at a time on all cores, as quantforge measures; f32 so every CPU computes alike (the
-    # plugin's default is bf16 on CPUs with bf16 units); seed 000's ov_config.
+    # plugin computes in bf16 or f16 where the CPU does natively, which its docs say can cost LLMs
+    # accuracy); seed 000's ov_config.
     Target.CPU: Profile(
         device="CPU",
         properties={
