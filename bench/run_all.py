@@ -332,7 +332,8 @@ def scaling(scales: list[str], work: Path, tokenizer_from: Path) -> list[dict]:
             "--new-tokens",
             "4",
         )
-        report = json.loads((home / "output" / "report.json").read_text())
+        (report_file,) = (home / "output").glob("*/report.json")
+        report = json.loads(report_file.read_text())
         quantforge_disk = _bytes_under(home)
         shutil.rmtree(home)
         optimum_out = work / f"optimum-{scale}"

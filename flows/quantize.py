@@ -53,7 +53,9 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
             request.seq_len,
             request.seed,
         )
-    jobs = [variant_job(source, r, calibration, evaluation, request.new_tokens) for r in recipes]
+    jobs = [
+        variant_job(source, r, calibration, evaluation, request.new_tokens, request.targets) for r in recipes
+    ]
     with flow_run(source.repo, source.sha) as mlflow_run:
         link_mlflow_run(mlflow_run, source.repo)
         decisions = plan(recipes, lookup_records(jobs), request.gates)

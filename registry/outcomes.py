@@ -83,7 +83,7 @@ def _made(job: Job, baseline: Baseline, evaluation: str, mlflow_run: str, gates:
         metrics=metrics,
         ppl_increase_pct=increase,
         verdict=verdict,
-        targets=verify_targets_task(path),
+        targets=verify_targets_task(path, job.devices),
     )
 
 

@@ -148,19 +148,22 @@ def read_targets(folder: Path) -> dict[str, dict[str, str | int]]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def verify_targets(folder: Path, available: Sequence[str] | None = None) -> dict[str, str]:
-    """Each device of the variant's targets file: verified (compiled there with its properties, the cache
-    left out), not verified (device absent from `available`, default this host's), or failed."""
+def verify_targets(
+    folder: Path, devices: Sequence[str], available: Sequence[str] | None = None
+) -> dict[str, str]:
+    """Each of `devices` the variant's targets file holds: verified (compiled there with its properties,
+    the cache left out), not verified (absent from `available`, default this host's), or failed."""
     import openvino as ov
 
     targets = read_targets(folder)
     if not targets:
         return {}
-    devices = ov.Core().available_devices if available is None else available
-    present = {name.split(".")[0] for name in devices}  # GPU.0, GPU.1: the GPU
+    host = ov.Core().available_devices if available is None else available
+    present = {name.split(".")[0] for name in host}  # GPU.0, GPU.1: the GPU
     return {
-        device: _checked(folder, device, properties) if device in present else NOT_VERIFIED
-        for device, properties in targets.items()
+        device: _checked(folder, device, targets[device]) if device in present else NOT_VERIFIED
+        for device in devices
+        if device in targets
     }
 
 

@@ -8,6 +8,7 @@ and in this host's cache (`QUANTFORGE_HOME/variants/`).
 import hashlib
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 
 from prefect import task
@@ -23,6 +24,7 @@ from quantforge.tasks.datasets import TokenSet, evaluation_windows
 from quantforge.tasks.fetch import SourceModel
 from quantforge.tasks.gate import GateLimits, judge
 from quantforge.tasks.recipes import Recipe
+from quantforge.tasks.targets import PROFILES, Target
 from quantforge.tasks.toolchain import versions_hash
 
 
@@ -32,8 +34,10 @@ def variant_job(
     calibration: TokenSet | None,
     evaluation: TokenSet,
     new_tokens: int | None,
+    targets: Sequence[Target] = (Target.CPU,),
 ) -> Job:
-    """The job of one recipe on one source: its identity, toolchain and folder in this host's cache."""
+    """The job of one recipe on one source: its identity, toolchain, folder in this host's cache, and the
+    devices it is checked on (the recipe's own target, else the run's)."""
     toolchain = BACKENDS[recipe.backend].toolchain()
     digest = hashlib.sha256(f"{recipe.content_hash()}|{versions_hash(toolchain)}".encode())
     if recipe.data_aware and calibration is not None:
@@ -48,6 +52,7 @@ def variant_job(
         identity=identity,
         toolchain=toolchain,
         target=data_dir() / "variants" / source.cache_key / f"{recipe.name}-{identity[:16]}",
+        devices=tuple(PROFILES[t].device for t in ([recipe.target] if recipe.target else targets)),
     )
 
 

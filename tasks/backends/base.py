@@ -38,6 +38,7 @@ class Job:
     identity: str  # hash of the recipe, the backend's toolchain and (data-aware) the calibration ids
     toolchain: dict[str, str]
     target: Path
+    devices: tuple[str, ...] = ("CPU",)  # the OpenVINO devices this run checks the variant on
 
 
 class Baseline(BaseModel):
