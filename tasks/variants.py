@@ -37,7 +37,7 @@ def variant_job(
     targets: Sequence[Target] = (Target.CPU,),
 ) -> Job:
     """The job of one recipe on one source: its identity, toolchain, folder in this host's cache, and the
-    devices it is checked on (the recipe's own target, else the run's)."""
+    devices it is checked on (the run's targets and the recipe's own)."""
     toolchain = BACKENDS[recipe.backend].toolchain()
     digest = hashlib.sha256(f"{recipe.content_hash()}|{versions_hash(toolchain)}".encode())
     if recipe.data_aware and calibration is not None:
@@ -52,7 +52,7 @@ def variant_job(
         identity=identity,
         toolchain=toolchain,
         target=data_dir() / "variants" / source.cache_key / f"{recipe.name}-{identity[:16]}",
-        devices=tuple(PROFILES[t].device for t in ([recipe.target] if recipe.target else targets)),
+        devices=tuple(dict.fromkeys(PROFILES[t].device for t in [*targets, recipe.target] if t)),
     )
 
 

@@ -104,10 +104,10 @@ def fill_once_the_weights_are_downloading(disk, mid_file: threading.Event) -> No
     """Wait until the pull has written its first MiB of weights, then write until the disk is full."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not mid_file.is_set():
-        for part in disk.glob(".model.*.partial/**/*.incomplete"):
-            with contextlib.suppress(FileNotFoundError):  # a finished file is renamed under our feet
-                if part.stat().st_size > 2**20:
-                    mid_file.set()
+        # A finished file is renamed, a staging folder renamed or removed, under our feet: look again.
+        with contextlib.suppress(FileNotFoundError):
+            if any(part.stat().st_size > 2**20 for part in disk.glob(".model.*.partial/**/*.incomplete")):
+                mid_file.set()
         time.sleep(0.01)
     with (disk / "other-data").open("wb") as handle:
         try:

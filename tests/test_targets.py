@@ -118,9 +118,9 @@ def test_each_device_gets_what_openvino_documents_for_it():
 def test_a_run_for_the_npu_reports_cpu_verified_and_npu_not_and_the_file_loads(
     bundled_model, prefect_harness, tmp_path
 ):
-    """The quantize flow on a tiny Llama with the npu set's channel-wise recipe and `--target cpu --target
-    npu`: its variant carries the targets file (in its manifest), a host loads it with the CPU's
-    properties, and the report says CPU verified, NPU not verified (this machine has a CPU only)."""
+    """The quantize flow on a tiny Llama with the npu set's channel-wise recipe (its own `target: npu`):
+    its variant carries the targets file (in its manifest), a host loads it with the CPU's properties,
+    and the report says CPU verified, NPU not verified (this machine has a CPU only)."""
     import openvino_genai
 
     from quantforge.flows.quantize import quantize_flow
@@ -135,11 +135,11 @@ def test_a_run_for_the_npu_reports_cpu_verified_and_npu_not_and_the_file_loads(
         evaluation=str(EVALUATION_TEXT),
         max_eval_windows=2,
         new_tokens=4,
-        targets=["cpu", "npu"],
         output_dir=output,
     )
     (result,) = quantize_flow(request).variants
-    assert result.targets == {"CPU": VERIFIED, "NPU": NOT_VERIFIED}  # the run's targets, not every device
+    # The run's target (cpu, the default) and the recipe's own (npu); not every device its file names.
+    assert result.targets == {"CPU": VERIFIED, "NPU": NOT_VERIFIED}
     (run,) = output.iterdir()
     assert "- **int4-sym-cw**: CPU verified; NPU not verified (device absent)" in (
         (run / "report.md").read_text().splitlines()
