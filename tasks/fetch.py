@@ -284,10 +284,7 @@ def _is_tensor_entry(entry: object) -> bool:
     )
 
 
-fetch_source_task = task(
-    fetch_source,
-    name="fetch",
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=only_io_errors,
-)
+# A read from the Hub that a dropped connection may fail: three more tries over ~40 s.
+HUB_READ_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": only_io_errors}
+
+fetch_source_task = task(fetch_source, name="fetch", **HUB_READ_RETRIES)

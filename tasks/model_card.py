@@ -18,11 +18,10 @@ from pydantic import BaseModel
 from quantforge.core.hub import hub_api
 from quantforge.core.manifest import Manifest
 from quantforge.core.records import Metrics
-from quantforge.core.retries import only_io_errors
 from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.backends.base import Baseline
 from quantforge.tasks.datasets import HUB_DATASETS, Role
-from quantforge.tasks.fetch import SourceModel
+from quantforge.tasks.fetch import HUB_READ_RETRIES, SourceModel
 from quantforge.tasks.report import VariantResult, quality_cells
 
 # The license ids the Hub accepts in a card: it refuses a commit whose README.md names another (the list of
@@ -122,13 +121,7 @@ def source_license(source: SourceModel) -> dict[str, str]:
     return license_fields(hub_api().model_info(source.repo, revision=source.sha).card_data)
 
 
-source_license_task = task(
-    source_license,
-    name="source-license",
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=only_io_errors,
-)
+source_license_task = task(source_license, name="source-license", **HUB_READ_RETRIES)
 
 
 def _figure(value: float) -> float:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from importlib.metadata import version
 from pathlib import Path
@@ -156,6 +157,7 @@ def quantize(ir_dir: Path, job: Job) -> Made:
         return Made(manifest=write_manifest(job, tmp), usage=usage)
 
 
+@functools.cache
 def _int8_recipe() -> Recipe:
     from quantforge.tasks.recipes import Recipe  # recipes imports the backends: not at module level
 
