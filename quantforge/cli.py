@@ -508,5 +508,60 @@ def archive(
         console.print(f"{name} version {version} archived")
 
 
+@app.command(cls=_Command)
+def plan(
+    model: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION measured with an SLO.")],
+    host_memory: Annotated[str, typer.Option(help="The node's memory, e.g. 64G (G: 10^9 bytes, GiB: 2^30).")],
+    host_cores: Annotated[int, typer.Option(help="The node's cores.")],
+    reserve_memory: Annotated[str, typer.Option(help="Memory kept for the system.")] = "4GB",
+    reserve_threads: Annotated[int, typer.Option(help="Threads kept for the system (seed 004: ~4).")] = 4,
+    as_json: AsJson = False,
+) -> None:
+    """Serving instances of a registered variant per node, from the memory and threads its SLO
+    measurement recorded, after the system's reserve."""
+    from quantforge.tasks.capacity import Host, plan_capacity
+
+    try:
+        host = Host(
+            host_memory=host_memory,
+            host_cores=host_cores,
+            reserve_memory=reserve_memory,
+            reserve_threads=reserve_threads,
+        )
+    except ValidationError as error:
+        fail(one_line(error))
+    with stdout_on_stderr(as_json), one_line_failures():
+        from quantforge.registry.slo import recorded_slo
+
+        version, slo = recorded_slo(model)
+    measured = slo.measurement
+    capacity = plan_capacity(host, measured.instance_pss_mb, measured.threads)
+    nodes = -(-slo.instances // capacity.instances) if slo.instances and capacity.instances else None
+    if as_json:
+        print_json(
+            {
+                "name": version.name,
+                "version": int(version.version),
+                "host": host.model_dump(),
+                "slo": slo.model_dump(mode="json"),
+                "capacity": capacity.model_dump(),
+                "nodes": nodes,
+            }
+        )
+        return
+    print(f"{version.name} version {version.version}: {slo.reason}")
+    print(f"one instance: {measured.instance_pss_mb:.0f} MiB PSS answering, {measured.threads} threads")
+    print(
+        f"node: {host.host_memory.human_readable()} and {host.host_cores} cores, reserve "
+        f"{host.reserve_memory.human_readable()} and {host.reserve_threads} threads"
+    )
+    print(
+        f"instances per node: {capacity.instances} (by memory {capacity.by_memory}, by threads "
+        f"{capacity.by_threads}: {capacity.bound} bound)"
+    )
+    if nodes is not None:
+        print(f"nodes for the SLO's {slo.instances} instance(s): {nodes}")
+
+
 if __name__ == "__main__":
     app()

@@ -15,6 +15,7 @@ from quantforge.core.errors import QuantforgeError, truncated
 from quantforge.core.yaml_input import MAX_ECHO, MAX_MESSAGE, read_yaml
 from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.gate import GateLimits
+from quantforge.tasks.slo import Slo
 from quantforge.tasks.targets import Target, target_problems
 
 RECIPE_SETS_DIR = Path(__file__).parent / "recipe_sets"
@@ -120,6 +121,7 @@ class RecipeSet(BaseModel):
 
     description: str = ""
     recipes: list[Recipe] = Field(min_length=1)
+    slo: Slo | None = None  # the application its variants must serve (`--slo FILE` replaces it)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "RecipeSet":
@@ -165,4 +167,8 @@ def _first_error(error: ValidationError, data: Any) -> str:
         label = f"recipe {truncated(repr(name), MAX_ECHO)}" + (f" field `{field}`" if field else "")
         value = f" (got {truncated(repr(first['input']), MAX_ECHO)})" if field else ""
         return f"{label}: {first['msg'].removeprefix('Value error, ')}{value}"
+    if where and where[0] == "slo":
+        field = truncated(".".join(str(p) for p in where), MAX_ECHO)
+        got = truncated(repr(first["input"]), MAX_ECHO)
+        return f"field `{field}`: {first['msg'].removeprefix('Value error, ')} (got {got})"
     return first["msg"]

@@ -13,7 +13,6 @@ import psutil
 
 from quantforge.core.errors import QuantforgeError
 from quantforge.core.records import StepUsage
-from quantforge.tasks.fetch import parameter_count, read_json_object
 
 
 def tree_memory(process: psutil.Process) -> int:
@@ -117,6 +116,8 @@ def reserved_memory(model_dir: Path, window: int) -> Iterator[None]:
     """Hold this host's memory slots for the model while the block runs (no limit on the server: no
     wait); a need larger than the whole limit is refused in one line, before the block starts."""
     from prefect.concurrency.sync import concurrency
+
+    from quantforge.tasks.fetch import parameter_count, read_json_object  # not at import: slo's child
 
     vocab_size = read_json_object(model_dir / "config.json", model_dir.name).get("vocab_size")
     slots = memory_slots(parameter_count(model_dir), window, vocab_size if isinstance(vocab_size, int) else 0)
