@@ -49,7 +49,7 @@ def main(
     job = variant_job(source, chosen, None, tokens, None)
     if not job.target.exists():
         openvino.quantize(ir.path, job)
-    baseline, variant = window_logits(ir.path, window), window_logits(job.target, window)
+    baseline, variant = window_logits(ir.path, window)[0], window_logits(job.target, window)[0]
     exact, approximate = [], {form: [] for form in forms}
     with torch.inference_mode():
         for index, ids in enumerate(tokens.windows):

@@ -21,7 +21,7 @@ from quantforge.tasks.datasets import calibration_samples_task, evaluation_windo
 from quantforge.tasks.fetch import fetch_source_task
 from quantforge.tasks.output import check_writable, write_output_task
 from quantforge.tasks.plan import plan
-from quantforge.tasks.report import RunReport, best_passing, pareto_front
+from quantforge.tasks.report import RunReport, best_passing, compared, pareto_front
 from quantforge.tasks.request import QuantizeRequest
 from quantforge.tasks.resources import reserved_memory
 from quantforge.tasks.variants import variant_job
@@ -54,7 +54,16 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
             request.seed,
         )
     jobs = [
-        variant_job(source, r, calibration, evaluation, request.new_tokens, request.targets) for r in recipes
+        variant_job(
+            source,
+            r,
+            calibration,
+            evaluation,
+            request.new_tokens,
+            request.targets,
+            request.inference_precision,
+        )
+        for r in recipes
     ]
     with flow_run(source.repo, source.sha) as mlflow_run:
         link_mlflow_run(mlflow_run, source.repo)
@@ -87,8 +96,8 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
             backend_baseline_ppl=backend_baseline_ppl,
             mlflow_run_id=mlflow_run,
             variants=results,
-            best=best_passing(results),
-            pareto_front=pareto_front(results),
+            best=best_passing(compared(results, baselines)),
+            pareto_front=pareto_front(compared(results, baselines)),
             wall_seconds=time.perf_counter() - started,
         )
         best = next((r for r in results if r.recipe == report.best), None)

@@ -24,8 +24,12 @@ def registry_key(job: Job) -> str:
 
 
 def lookup_records(jobs: list[Job]) -> dict[str, RecordedVariant | None]:
-    """The registry's record of each job on its evaluation windows, by recipe name."""
-    return {job.recipe.name: lookup_task(registry_key(job), job.evaluation.content_hash) for job in jobs}
+    """The registry's record of each job on its evaluation windows at its precision, by recipe name; the
+    record's metrics name the host that made them (`Metrics.host`)."""
+    return {
+        job.recipe.name: lookup_task(registry_key(job), job.evaluation.content_hash, job.precision)
+        for job in jobs
+    }
 
 
 def outcome(
@@ -40,7 +44,8 @@ def outcome(
     may be writing its folder, or have made it since the plan (then it is decided again)."""
     with identity_lock(registry_key(job)):
         if decision.make:
-            decision = decide(job.recipe, lookup_task(registry_key(job), job.evaluation.content_hash), gates)
+            found = lookup_task(registry_key(job), job.evaluation.content_hash, job.precision)
+            decision = decide(job.recipe, found, gates)
         if decision.make:
             runtime = BACKENDS[job.recipe.backend].runtime.name
             return _made(job, baselines[runtime], evaluation, mlflow_run, gates)
@@ -66,6 +71,7 @@ def _made(job: Job, baseline: Baseline, evaluation: str, mlflow_run: str, gates:
         evaluation_hash=job.evaluation.content_hash,
         baseline=baseline.metrics,
         baseline_label=baseline.label,
+        inference_precision=job.precision,
     )
     record = record_variant_task(
         mlflow_run, job.target, made.manifest, made.usage, metrics, increase, verdict, lineage

@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from quantforge.core.manifest import MANIFEST_FILE, Manifest, sha256_file
 from quantforge.core.names import short_name
-from quantforge.core.records import Lineage, Metrics, RecordedVariant, StepUsage, Verdict
+from quantforge.core.records import HostProfile, Lineage, Metrics, RecordedVariant, StepUsage, Verdict
 from quantforge.registry.tracking import experiment_id, mlflow_client
 
 CANDIDATE_ALIAS = "candidate"
@@ -49,8 +49,10 @@ def registered_model_name(source_repo: str, recipe_name: str) -> str:
     return f"{re.sub(r'[^a-z0-9._-]+', '-', model)}--{recipe_name}"
 
 
-def lookup(identity: str, evaluation_hash: str) -> RecordedVariant | None:
-    """The earliest completed record of this identity measured on this evaluation text, if any.
+def lookup(identity: str, evaluation_hash: str, precision: str = "f32") -> RecordedVariant | None:
+    """The earliest completed record of this identity measured on this evaluation text at this inference
+    precision (the protocol's: f32 unless asked), if any. Records made before the precision was pinned
+    (no tag) are not found: they ran at OpenVINO's default, bf16 on some hosts.
 
     When the record names a model version, the identity is settled first (see `settle`).
     """
@@ -58,7 +60,7 @@ def lookup(identity: str, evaluation_hash: str) -> RecordedVariant | None:
     runs = client.search_runs(
         [experiment_id(client)],
         f"tags.`{TAG}identity` = '{identity}' and tags.`{TAG}evaluation_hash` = '{evaluation_hash}' "
-        "and attributes.status = 'FINISHED'",
+        f"and tags.`{TAG}inference_precision` = '{precision}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time ASC"],
         max_results=1,
     )
@@ -145,6 +147,8 @@ def record_variant(
         f"{TAG}calibration_hash": manifest.calibration_hash or "",
         f"{TAG}evaluation": lineage.evaluation,
         f"{TAG}evaluation_hash": lineage.evaluation_hash,
+        f"{TAG}inference_precision": str(lineage.inference_precision),
+        **_host_tags(metrics.host),
         f"{TAG}passed": str(verdict.passed).lower(),
         f"{TAG}outcome": verdict.outcome,
         f"{TAG}reasons": "; ".join(verdict.reasons),
@@ -181,7 +185,14 @@ def record_variant(
         with contextlib.suppress(Exception):  # the server may be what failed: keep the first error
             client.set_terminated(run_id, "FAILED")
         raise
-    return lookup(identity, lineage.evaluation_hash)
+    return lookup(identity, lineage.evaluation_hash, str(lineage.inference_precision))
+
+
+def _host_tags(host: HostProfile | None) -> dict[str, str]:
+    """The host that measured the variant, as tags one can search runs by (`quantforge.host.cpu`...)."""
+    if host is None:
+        return {}
+    return {f"{TAG}host.{name}": ", ".join(v) if isinstance(v, list) else str(v) for name, v in host}
 
 
 def _register_version(

@@ -22,7 +22,9 @@ from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.backends.base import Baseline
 from quantforge.tasks.datasets import HUB_DATASETS, Role
 from quantforge.tasks.fetch import HUB_READ_RETRIES, SourceModel
+from quantforge.tasks.host import describe, same_machine
 from quantforge.tasks.report import VariantResult, quality_cells
+from quantforge.tasks.targets import read_targets
 
 # The license ids the Hub accepts in a card: it refuses a commit whose README.md names another (the list of
 # its "must be one of" answer, huggingface/huggingface_hub#4218, as hub-docs' repositories-licenses.md).
@@ -220,6 +222,36 @@ def _more_tokens(result: VariantResult, baseline: Baseline) -> list[str]:
     ]
 
 
+def _hosts(result: VariantResult, baseline: Baseline) -> list[str]:
+    """Which machine measured the figures (and the original's, where another did)."""
+    line = f"Measured on: {describe(result.metrics.host)}"
+    if not same_machine(result.metrics.host, baseline.metrics.host):
+        line += f"; the original on: {describe(baseline.metrics.host)}"
+    return [line + ".", ""]
+
+
+def target_snippets(result: VariantResult, repo_id: str) -> list[str]:
+    """For each device of the variant's `openvino_targets.json`: how a serving host loads it there with its
+    properties, and whether the host that made it compiled it there."""
+    targets = read_targets(result.path) if result.path is not None else {}
+    lines = []
+    for device, properties in targets.items():
+        status = result.targets.get(device, "not checked by the run that made it")
+        lines += [
+            f"**{device}**: {status} on the host that made it.",
+            "",
+            "```python",
+            "import openvino_genai",
+            "from huggingface_hub import snapshot_download",
+            f'folder = snapshot_download("{repo_id}")',
+            f"properties = {json.dumps(properties)}  # CACHE_DIR: a folder of the serving host",
+            f'pipe = openvino_genai.LLMPipeline(folder, "{device}", properties)',
+            "```",
+            "",
+        ]
+    return lines
+
+
 def _row(name: str, metrics: Metrics, delta: str) -> str:
     speed = metrics.speed
     tokens = f"{speed.tokens_per_second:.1f}" if speed else "-"
@@ -251,6 +283,7 @@ def _body(
             _row(baseline.label, baseline.metrics, "-"),
             _row(manifest.recipe_name, result.metrics, quality_cells(result)["Δppl"]),
             "",
+            *_hosts(result, baseline),
             *_more_tokens(result, baseline),
             *_quality(result, result.metrics.perplexity.windows),
             f"Gate {verdict}: " + "; ".join(result.verdict.reasons) + ".",
@@ -269,6 +302,7 @@ def _body(
             "",
             *backend.usage(repo_id),
             "",
+            *(["## Target devices", "", *snippets] if (snippets := target_snippets(result, repo_id)) else []),
             "`manifest.json` lists the sha256 of every file; `quantforge pull` checks them all.",
             "",
         ]

@@ -17,20 +17,26 @@ from quantforge.core.mapped_files import pages_handed_back
 from quantforge.core.records import Divergence, Metrics, Perplexity, Speed, WeightShares
 from quantforge.tasks.datasets import TokenSet
 from quantforge.tasks.export import IR_BIN, IR_XML
+from quantforge.tasks.host import host_profile
 from quantforge.tasks.metrics_cache import cached_baseline, cached_metrics, windows_key
 from quantforge.tasks.torch_runtime import COMPACT_FORM, SPEED_PROMPT, folder_size_mb, score_windows
 
-# Perplexity runs at OpenVINO's default inference precision (bf16 on AMX CPUs): what serving gets, 3.4x
-# faster than an f32 hint here, and within 0.1 % of PyTorch fp32 on the bundled model (docs/decisions.md).
+# Perplexity and divergence run at the precision the request pins (f32 unless asked: OpenVINO's default is
+# bf16 on AMX CPUs, so figures of different hosts would not compare; docs/decisions.md), read back from the
+# compiled model into the host profile. Decode speed keeps the serving default (`decode_speed`).
 
 
 def scores(
-    model_dir: Path, windows: TokenSet, against: Path | None = None, keep: Path | None = None
-) -> tuple[Perplexity, Divergence | None]:
+    model_dir: Path,
+    windows: TokenSet,
+    against: Path | None = None,
+    keep: Path | None = None,
+    precision: str = "f32",
+) -> tuple[Perplexity, Divergence | None, str]:
     """Score every window in one forward pass each (fresh state); token t is predicted from tokens < t.
     Against a baseline's kept distributions, the divergence too; with `keep`, keep this model's there
-    (`torch_runtime.score_windows`)."""
-    forward = window_logits(model_dir, windows.windows.shape[1])
+    (`torch_runtime.score_windows`). Also the precision the model ran at, as OpenVINO reports it."""
+    forward, ran_at = window_logits(model_dir, windows.windows.shape[1], precision)
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"perplexity {model_dir.name}", total=len(windows.windows))
 
@@ -41,15 +47,21 @@ def scores(
 
         scored = score_windows(logits_of, windows.windows, against, keep)
     divergence = scored["divergence"]
-    return Perplexity(**scored["perplexity"]), Divergence(**divergence) if divergence else None
+    return Perplexity(**scored["perplexity"]), Divergence(**divergence) if divergence else None, ran_at
 
 
-def window_logits(model_dir: Path, length: int) -> Callable[[np.ndarray], Any]:
-    """A function giving one window's logits ([length, vocab] torch tensor) from a fresh state."""
+def window_logits(
+    model_dir: Path, length: int, precision: str = "f32"
+) -> tuple[Callable[[np.ndarray], Any], str]:
+    """A function giving one window's logits ([length, vocab] torch tensor) from a fresh state, compiled at
+    `precision` (`default`: the CPU plugin's own), and the precision it runs at as the plugin reports it
+    (a CPU without bf16 compute runs an asked bf16 in f32)."""
     import openvino as ov
     import torch
 
-    compiled = ov.Core().compile_model(model_dir / IR_XML, "CPU")
+    config = {} if precision == "default" else {"INFERENCE_PRECISION_HINT": precision}
+    compiled = ov.Core().compile_model(model_dir / IR_XML, "CPU", config)
+    ran_at = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     request = compiled.create_infer_request()
     input_names = {port.get_any_name() for port in compiled.inputs}
     positions = np.arange(length, dtype=np.int64)[None]
@@ -65,11 +77,11 @@ def window_logits(model_dir: Path, length: int) -> Callable[[np.ndarray], Any]:
         request.infer({k: v for k, v in inputs.items() if k in input_names})
         return torch.from_numpy(request.get_tensor("logits").data[0])
 
-    return forward
+    return forward, ran_at
 
 
 def perplexity(model_dir: Path, windows: TokenSet) -> Perplexity:
-    """Perplexity alone, as `scores` measures it."""
+    """Perplexity alone, as `scores` measures it (at f32)."""
     return scores(model_dir, windows)[0]
 
 
@@ -120,24 +132,28 @@ def decode_speed(model_dir: Path, new_tokens: int = 64, repeats: int = 2) -> Spe
 
 
 def measure_model(
-    model_dir: Path, windows: TokenSet, new_tokens: int | None, against: Path | None
+    model_dir: Path, windows: TokenSet, new_tokens: int | None, against: Path | None, precision: str
 ) -> Metrics:
     """All metrics of a variant's folder, with its divergence from the baseline whose distributions are
-    kept in `against` (when given); cached per (folder, evaluation windows, new-token count, baseline)."""
-    key = f"openvino|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|against {against}"
-    return cached_metrics(key, lambda: _measure(model_dir, windows, new_tokens, against=against))
+    kept in `against` (when given); cached per (folder, evaluation windows, new-token count, baseline,
+    precision)."""
+    key = f"openvino|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|against {against}|{precision}"
+    return cached_metrics(key, lambda: _measure(model_dir, windows, new_tokens, precision, against=against))
 
 
-def measure_baseline(model_dir: Path, windows: TokenSet, new_tokens: int | None) -> tuple[Metrics, Path]:
+def measure_baseline(
+    model_dir: Path, windows: TokenSet, new_tokens: int | None, precision: str
+) -> tuple[Metrics, Path]:
     """All metrics of the baseline's folder, and the folder keeping its next-token distributions."""
-    key = f"openvino|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|{COMPACT_FORM}"
-    return cached_baseline(key, lambda keep: _measure(model_dir, windows, new_tokens, keep=keep))
+    key = f"openvino|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|{COMPACT_FORM}|{precision}"
+    return cached_baseline(key, lambda keep: _measure(model_dir, windows, new_tokens, precision, keep=keep))
 
 
 def _measure(
     model_dir: Path,
     windows: TokenSet,
     new_tokens: int | None,
+    precision: str,
     against: Path | None = None,
     keep: Path | None = None,
 ) -> Metrics:
@@ -145,7 +161,7 @@ def _measure(
     # Compiling copies the weights into the CPU plugin's layout; the mapped file's pages read on the way
     # are handed back (1.6 against 2.3 GiB scoring an INT4 1.2 B model, the same speed).
     with pages_handed_back(IR_BIN):
-        perplexity, divergence = scores(model_dir, windows, against, keep)
+        perplexity, divergence, ran_at = scores(model_dir, windows, against, keep, precision)
         speed = decode_speed(model_dir, new_tokens) if new_tokens else None
     return Metrics(
         perplexity=perplexity,
@@ -154,6 +170,7 @@ def _measure(
         size_mb=folder_size_mb(model_dir),
         weights=weight_shares(model_dir),
         seconds=time.perf_counter() - started,
+        host=host_profile(ran_at, openvino=True),
     )
 
 

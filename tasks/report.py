@@ -7,8 +7,10 @@ from pydantic import BaseModel
 
 from quantforge.core.atomic import write_json
 from quantforge.core.records import Interval, Metrics, Verdict
+from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.backends.base import Baseline
 from quantforge.tasks.gate import KLD, PERCENT_CHANGE, SHARE, with_interval
+from quantforge.tasks.host import describe, same_machine
 
 OUTCOME_COLOURS = {"PASS": "tab:green", "INCONCLUSIVE": "tab:orange", "FAIL": "tab:red"}
 
@@ -55,6 +57,24 @@ class RunReport(BaseModel):
     best: str | None
     pareto_front: list[str]
     wall_seconds: float
+
+
+def measured_elsewhere(result: VariantResult, baselines: dict[str, Baseline]) -> str | None:
+    """Why the variant is not compared with the run's others, or None: its figures (a record reused from
+    the registry) were made on another machine than its runtime's baseline in this run."""
+    baseline = baselines.get(BACKENDS[result.backend].runtime.name)
+    if baseline is None or same_machine(result.metrics.host, baseline.metrics.host):
+        return None
+    return (
+        f"measured on another host ({describe(result.metrics.host)}) than this run's baseline "
+        f"({describe(baseline.metrics.host)}): its Δppl is against its own baseline, measured there; "
+        "left out of the best pick and the Pareto front"
+    )
+
+
+def compared(results: list[VariantResult], baselines: dict[str, Baseline]) -> list[VariantResult]:
+    """The variants measured on the machine of their runtime's baseline: the ones best and Pareto rank."""
+    return [r for r in results if measured_elsewhere(r, baselines) is None]
 
 
 def pareto_front(results: list[VariantResult]) -> list[str]:
@@ -145,6 +165,7 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
     for r in report.variants:
         quantize = "reused" if r.reused else _cost(r.quantize_seconds, r.quantize_peak_pss_mb)
         verdict = r.verdict.outcome + (" (best)" if r.recipe == report.best else "")
+        verdict += " (other host)" if measured_elsewhere(r, report.baselines) else ""
         registry = f"v{r.model_version}" if r.model_version is not None else "-"
         rows.append(row(r.recipe, r.backend, r.metrics, quality_cells(r), verdict, quantize, registry))
     return rows
@@ -180,6 +201,14 @@ def markdown(report: RunReport) -> str:
             for v in report.variants
         ),
         "",
+        "## Hosts",
+        *(f"- {host}: {', '.join(names)}" for host, names in hosts(report).items()),
+        *(
+            f"- **{v.recipe}** {why}"
+            for v in report.variants
+            if (why := measured_elsewhere(v, report.baselines))
+        ),
+        "",
         "## Target devices",
         *(
             f"- **{v.recipe}**: " + "; ".join(f"{device} {status}" for device, status in v.targets.items())
@@ -196,6 +225,16 @@ def markdown(report: RunReport) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def hosts(report: RunReport) -> dict[str, list[str]]:
+    """The rows of the report by the host that measured them (`describe`'s line), baselines first."""
+    rows = [(f"baseline ({runtime})", b.metrics) for runtime, b in report.baselines.items()]
+    rows += [(r.recipe, r.metrics) for r in report.variants]
+    by_host: dict[str, list[str]] = {}
+    for name, metrics in rows:
+        by_host.setdefault(describe(metrics.host), []).append(name)
+    return by_host
 
 
 def pareto_plot(report: RunReport, path: Path) -> None:

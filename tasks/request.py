@@ -54,6 +54,13 @@ class QuantizeRequest(BaseModel):
         description="Weights the OpenVINO baseline is scored with: full (the exported IR), int8 (its INT8 "
         "weight-only copy), auto (int8 from 1 B parameters, as optimum-cli exports them).",
     )
+    # f32 so figures of different hosts compare: OpenVINO's default is bf16 or f16 on CPUs that compute it
+    # natively (AVX-512 BF16, AMX), f32 elsewhere. Decode speed runs at the serving default either way.
+    inference_precision: Literal["f32", "bf16", "f16", "default"] = Field(
+        default="f32",
+        description="Precision OpenVINO scores perplexity and divergence at (INFERENCE_PRECISION_HINT); "
+        "default: the CPU plugin's own (bf16 on AMX CPUs).",
+    )
     targets: list[Target] = Field(
         default_factory=lambda: [Target.CPU],
         min_length=1,

@@ -35,9 +35,10 @@ def variant_job(
     evaluation: TokenSet,
     new_tokens: int | None,
     targets: Sequence[Target] = (Target.CPU,),
+    inference_precision: str = "f32",
 ) -> Job:
-    """The job of one recipe on one source: its identity, toolchain, folder in this host's cache, and the
-    devices it is checked on (the run's targets and the recipe's own)."""
+    """The job of one recipe on one source: its identity, toolchain, folder in this host's cache, the
+    devices it is checked on (the run's targets and the recipe's own) and the precision it is scored at."""
     toolchain = BACKENDS[recipe.backend].toolchain()
     digest = hashlib.sha256(f"{recipe.content_hash()}|{versions_hash(toolchain)}".encode())
     if recipe.data_aware and calibration is not None:
@@ -53,6 +54,7 @@ def variant_job(
         toolchain=toolchain,
         target=data_dir() / "variants" / source.cache_key / f"{recipe.name}-{identity[:16]}",
         devices=tuple(dict.fromkeys(PROFILES[t].device for t in [*targets, recipe.target] if t)),
+        precision=BACKENDS[recipe.backend].runtime.protocol_precision(inference_precision),
     )
 
 

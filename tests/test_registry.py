@@ -69,6 +69,7 @@ def record(folder: Path, manifest: Manifest, ppl: float):
         evaluation="wikitext2",
         evaluation_hash=EVAL_HASH,
         baseline=BASELINE,
+        inference_precision="f32",
     )
     passed = ppl < 22.0
     verdict = Verdict(passed=passed, reasons=[("pass" if passed else "FAIL") + ": Δppl vs limit +10 %"])
@@ -109,6 +110,7 @@ def test_passing_variant_is_registered_with_lineage(tracking, tmp_path):
     assert found is not None and found.model_version == 1 and found.metrics.perplexity.ppl == 21.0
     assert (found.quantize_seconds, found.quantize_peak_pss_mb) == (12.5, 900.0)
     assert lookup(recorded.identity, "another evaluation text") is None
+    assert lookup(recorded.identity, EVAL_HASH, "bf16") is None  # scored at another precision: not the same
     assert lookup(identity_key(SOURCE, "b" * 40, manifest.variant_identity), EVAL_HASH) is None
 
 

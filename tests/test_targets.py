@@ -10,6 +10,7 @@ import pytest
 
 from quantforge.core.errors import QuantforgeError
 from quantforge.core.manifest import read_manifest
+from quantforge.core.records import Metrics
 from quantforge.tasks.recipes import Recipe, load_recipe_set
 from quantforge.tasks.request import QuantizeRequest
 from quantforge.tasks.targets import (
@@ -156,6 +157,64 @@ def test_a_run_for_the_npu_reports_cpu_verified_and_npu_not_and_the_file_loads(
         openvino_genai.LLMPipeline(str(variant), "CPU", config).generate("The", max_new_tokens=2) is not None
     )
     assert any(cache.iterdir())  # the CPU plugin took CACHE_DIR
+    assert_the_host_goes_with_every_figure(result, run, variant)
+
+
+def assert_the_host_goes_with_every_figure(result, run: Path, variant: Path) -> None:
+    """The host profile in the variant's metrics, report.json, report.md, its MLflow run (whose lookup is
+    at the protocol's precision only) and its model card with a load snippet per device of its targets
+    file; the precision read back from the compiled model, an asked bf16 recorded as what it ran at."""
+    import openvino as ov
+
+    from quantforge.registry.tracking import mlflow_client
+    from quantforge.registry.variants import lookup
+    from quantforge.tasks.backends.base import Baseline
+    from quantforge.tasks.host import describe
+    from quantforge.tasks.model_card import CardContext, dataset_ref, model_card
+    from quantforge.tasks.openvino_measure import window_logits
+
+    host = result.metrics.host
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert (host.inference_precision, host.openvino, host.openvino_capabilities) == (
+        "f32",
+        ov.get_version(),
+        capabilities,
+    )
+    report = json.loads((run / "report.json").read_text())
+    assert report["variants"][0]["metrics"]["host"] == host.model_dump(mode="json")
+    assert report["baselines"]["openvino"]["metrics"]["host"] == host.model_dump(mode="json")
+    assert f"- {describe(host)}: baseline (openvino), int4-sym-cw" in (run / "report.md").read_text()
+
+    record = lookup(result.identity, report["evaluation_hash"], "f32")
+    assert record.metrics.host == host and record.lineage.inference_precision == "f32"
+    assert lookup(result.identity, report["evaluation_hash"], "bf16") is None
+    tags = mlflow_client().get_run(record.run_id).data.tags
+    assert (tags["quantforge.host.cpu"], tags["quantforge.host.isa"]) == (host.cpu, ", ".join(host.isa))
+    assert tags["quantforge.inference_precision"] == tags["quantforge.host.inference_precision"] == "f32"
+
+    _, ran_at = window_logits(variant, 8, "bf16")  # a CPU without bf16 compute runs it in f32
+    assert ran_at == ("bf16" if "BF16" in capabilities else "f32")
+    assert window_logits(variant, 8, "f32")[1] == "f32"
+
+    baseline = Baseline(
+        runtime="openvino", label="original", metrics=Metrics(**report["baselines"]["openvino"]["metrics"])
+    )
+    context = CardContext(
+        repo_id="acme/tiny-int4",
+        endpoint="https://hub.example",
+        evaluation=dataset_ref("wikitext2", None, "evaluation"),
+    )
+    card = model_card(result.model_copy(update={"path": variant}), read_manifest(variant), baseline, context)
+    assert f"Measured on: {describe(host)}." in card.splitlines()
+    for device, status in (
+        ("CPU", VERIFIED),
+        ("NPU", NOT_VERIFIED),
+        ("GPU", "not checked by the run that made it"),
+    ):
+        assert f"**{device}**: {status} on the host that made it." in card
+        properties = json.dumps(read_targets(variant)[device])
+        assert f"properties = {properties}  # CACHE_DIR: a folder of the serving host" in card
+        assert f'pipe = openvino_genai.LLMPipeline(folder, "{device}", properties)' in card
 
 
 def test_a_device_that_refuses_the_variant_is_failed_never_verified(tmp_path):

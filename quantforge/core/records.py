@@ -51,6 +51,18 @@ class WeightShares(BaseModel):
     float: float
 
 
+class HostProfile(BaseModel):
+    """The machine a figure was measured on, and the inference precision it ran at (tasks/host.py)."""
+
+    cpu: str  # /proc/cpuinfo's model name
+    isa: list[str]  # the extensions that change results or speed: AVX2, AVX-512F, AMX-BF16...
+    cores: int  # the cores this process may run on
+    memory_gib: float
+    openvino: str | None = None  # OpenVINO's version, where OpenVINO measured
+    openvino_capabilities: list[str] = []  # the CPU plugin's OPTIMIZATION_CAPABILITIES (FP32, BF16, INT8...)
+    inference_precision: str | None = None  # as the compiled model reports it (f32, bf16, f16); None: unknown
+
+
 class Metrics(BaseModel):
     """Everything measured on one model directory."""
 
@@ -60,6 +72,7 @@ class Metrics(BaseModel):
     weights: WeightShares
     seconds: float = 0.0  # wall time of the whole measurement
     divergence: Divergence | None = None  # None for a baseline, and where not measured (IPEX, older runs)
+    host: HostProfile | None = None  # None in records made before issue 19
 
 
 class StepUsage(BaseModel):
@@ -125,6 +138,9 @@ class Lineage(BaseModel):
     baseline: Metrics
     # how the baseline was scored (e.g. "original (OpenVINO IR, INT8 weight-only)"); None in older records
     baseline_label: str | None = None
+    # the precision the perplexity protocol asked for (QuantizeRequest.inference_precision): part of what a
+    # record is reused for; None in records made before issue 19, which ran at OpenVINO's default
+    inference_precision: str | None = None
 
 
 class RecordedVariant(BaseModel):

@@ -39,6 +39,7 @@ class Job:
     toolchain: dict[str, str]
     target: Path
     devices: tuple[str, ...] = ("CPU",)  # the OpenVINO devices this run checks the variant on
+    precision: str = "f32"  # the precision its runtime scores it at (`Runtime.protocol_precision`)
 
 
 class Baseline(BaseModel):
@@ -52,6 +53,7 @@ class Baseline(BaseModel):
     # its next-token distributions, kept to measure its variants' divergence; None when taken from a record
     reference: Path | None = None
     usage: StepUsage | None = None  # what preparing it cost in this run; None when nothing was prepared
+    precision: str = "f32"  # the precision it and its variants are scored at (`Runtime.protocol_precision`)
 
 
 @dataclass
@@ -78,6 +80,11 @@ class Runtime(ABC):
     def rescored(self, baseline: Baseline, source: SourceModel, evaluation: TokenSet) -> Baseline:
         """`baseline` scored on other windows (perplexity and kept distributions; its speed, which does
         not depend on them, as it was)."""
+
+    def protocol_precision(self, requested: str) -> str:
+        """The precision this runtime scores perplexity at when `requested` is asked (the request's
+        `inference_precision`): PyTorch scores the fp32 model in fp32 whatever is asked."""
+        return "f32"
 
 
 class Backend(ABC):

@@ -24,6 +24,7 @@ from quantforge.tasks.backends import pytorch
 from quantforge.tasks.backends.base import Backend, Baseline, Job, Made, write_manifest
 from quantforge.tasks.datasets import TokenSet
 from quantforge.tasks.fetch import SourceModel, parameter_count
+from quantforge.tasks.host import host_profile
 from quantforge.tasks.metrics_cache import cached_metrics, windows_key
 from quantforge.tasks.toolchain import installed_versions, versions_hash
 
@@ -94,6 +95,8 @@ class IpexBackend(Backend):
             speed=Speed(**result["speed"]) if job.new_tokens else None,
             size_mb=torch_runtime.folder_size_mb(job.target),
             weights=WeightShares(**result["weights"]),
+            # the worker runs on this host; its precision is the recipe's (bf16, or int8 with fp32 compute)
+            host=host_profile(None, openvino=False),
         )
         usage = StepUsage(seconds=result["quantize_seconds"], peak_pss_mb=result["quantize_peak_rss_mb"])
         return Made(manifest=manifest, usage=usage, metrics=metrics)

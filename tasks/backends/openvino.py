@@ -55,7 +55,8 @@ class OpenVinoRuntime(Runtime):
         if baseline_weights(request.baseline_weights, source) == "int8":
             scored = task(int8_copy, name="openvino-baseline-int8", cache_policy=NO_CACHE)(ir.path)
             label = INT8_LABEL
-        metrics, reference = measure_baseline_task(scored, evaluation, request.new_tokens)
+        precision = self.protocol_precision(request.inference_precision)
+        metrics, reference = measure_baseline_task(scored, evaluation, request.new_tokens, precision)
         return Baseline(
             runtime=self.name,
             label=label,
@@ -64,12 +65,17 @@ class OpenVinoRuntime(Runtime):
             scored=scored,
             reference=reference,
             usage=ir.usage,
+            precision=precision,
         )
 
     def rescored(self, baseline: Baseline, source: SourceModel, evaluation: TokenSet) -> Baseline:
-        metrics, reference = measure_baseline_task(baseline.scored or baseline.folder, evaluation, None)
+        scored = baseline.scored or baseline.folder
+        metrics, reference = measure_baseline_task(scored, evaluation, None, baseline.precision)
         metrics = metrics.model_copy(update={"speed": baseline.metrics.speed})
         return baseline.model_copy(update={"metrics": metrics, "reference": reference})
+
+    def protocol_precision(self, requested: str) -> str:
+        return requested
 
 
 class OpenVinoBackend(Backend):
@@ -91,7 +97,9 @@ class OpenVinoBackend(Backend):
         return quantize(baseline.folder, job)
 
     def measure(self, job: Job, baseline: Baseline) -> Metrics:
-        return measure_model_task(job.target, job.evaluation, job.new_tokens, baseline.reference)
+        return measure_model_task(
+            job.target, job.evaluation, job.new_tokens, baseline.reference, job.precision
+        )
 
     def usage(self, repo_id: str) -> list[str]:
         return [

@@ -17,6 +17,7 @@ from quantforge.tasks import torch_runtime
 from quantforge.tasks.backends.base import Baseline, Runtime
 from quantforge.tasks.datasets import TokenSet
 from quantforge.tasks.fetch import SourceModel
+from quantforge.tasks.host import host_profile
 from quantforge.tasks.metrics_cache import cached_baseline, cached_metrics, windows_key
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ def _measure(
         size_mb=torch_runtime.folder_size_mb(model_dir),
         weights=WeightShares(**torch_runtime.weight_shares(model)),
         seconds=time.perf_counter() - started,
+        host=host_profile("f32", openvino=False),  # loaded as float32: torchao computes in it too
     )
 
 
