@@ -288,6 +288,7 @@ def test_run_builds_the_request_the_options_say(requested):
         "new_tokens": 5,
         "export_dtype": "fp32",
         "baseline_weights": "int8",
+        "inference_precision": "bf16",
         "targets": ["cpu", "gpu"],
         "output_dir": "elsewhere",
         "trust_remote_code": True,
