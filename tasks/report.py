@@ -228,9 +228,10 @@ def markdown(report: RunReport) -> str:
 
 
 def hosts(report: RunReport) -> dict[str, list[str]]:
-    """The rows of the report by the host that measured them (`describe`'s line), baselines first."""
+    """The rows of the report by the host that measured them (`describe`'s line), baselines first; a
+    record taken from the registry says so."""
     rows = [(f"baseline ({runtime})", b.metrics) for runtime, b in report.baselines.items()]
-    rows += [(r.recipe, r.metrics) for r in report.variants]
+    rows += [(r.recipe + (" (reused)" if r.reused else ""), r.metrics) for r in report.variants]
     by_host: dict[str, list[str]] = {}
     for name, metrics in rows:
         by_host.setdefault(describe(metrics.host), []).append(name)

@@ -111,7 +111,7 @@ def test_a_record_from_another_host_is_marked_and_never_ranked():
     hosts = lines[lines.index("## Hosts") + 1 : lines.index("## Target devices") - 1]
     assert hosts == [
         f"- {describe(AVX2_HOST)}: baseline (openvino), int8, int4",
-        f"- {describe(AMX_HOST)}: int8-static-sq",
+        f"- {describe(AMX_HOST)}: int8-static-sq (reused)",
         f"- **int8-static-sq** measured on another host ({describe(AMX_HOST)}) than this run's baseline "
         f"({describe(AVX2_HOST)}): its Δppl is against its own baseline, measured there; left out of the "
         "best pick and the Pareto front",
