@@ -345,6 +345,20 @@ def test_a_run_reports_and_records_divergence_with_intervals(bundled_model, pref
         assert " | ".join(quality_cells(result).values()) in markdown_text
     assert all(v.reused for v in rerun.variants)
     assert {v.recipe: v.verdict for v in rerun.variants} == {v.recipe: v.verdict for v in first.variants}
+    # each runtime's host profile: OpenVINO's names its version and the precision it ran at, PyTorch's f32
+    hosts = {name: variant["metrics"]["host"] for name, variant in document.items()}
+    assert hosts["int8-asym"]["openvino"] and hosts["torchao-int8"]["openvino"] is None
+    assert {host["inference_precision"] for host in hosts.values()} == {"f32"}
+    for name, host in hosts.items():
+        tags = runs[name].data.tags
+        assert (tags["quantforge.host.cpu"], tags["quantforge.host.cores"]) == (
+            host["cpu"],
+            str(host["cores"]),
+        )
+        assert tags["quantforge.inference_precision"] == "f32"
+    # reused on the host that made them: ranked as before, no row marked
+    assert (rerun.best, rerun.pareto_front) == (first.best, first.pareto_front)
+    assert "(other host)" not in markdown_text
 
 
 # An inconclusive verdict scores more windows: the loop of `tasks.variants.decided` over made-up figures.

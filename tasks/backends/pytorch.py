@@ -82,7 +82,8 @@ def measure_pytorch(
 ) -> Metrics:
     """Perplexity, decode speed, size and weight shares of a transformers folder, as transformers loads it,
     and its divergence from the baseline whose distributions are kept in `against` (when given)."""
-    key = f"pytorch|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|against {against}"
+    # `f32`: what it scores at; in the key since metrics carry a host profile (older entries have none)
+    key = f"pytorch|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|against {against}|f32"
     return cached_metrics(key, lambda: _measure(model_dir, source_dir, windows, new_tokens, against=against))
 
 
@@ -90,7 +91,9 @@ def measure_pytorch_baseline(
     source_dir: Path, windows: TokenSet, new_tokens: int | None
 ) -> tuple[Metrics, Path]:
     """The fp32 source's metrics, and the folder keeping its next-token distributions."""
-    key = f"pytorch|{source_dir.resolve()}|{windows_key(windows)}|{new_tokens}|{torch_runtime.COMPACT_FORM}"
+    key = (
+        f"pytorch|{source_dir.resolve()}|{windows_key(windows)}|{new_tokens}|{torch_runtime.COMPACT_FORM}|f32"
+    )
     return cached_baseline(key, lambda keep: _measure(source_dir, source_dir, windows, new_tokens, keep=keep))
 
 
