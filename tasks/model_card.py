@@ -236,9 +236,10 @@ def target_snippets(result: VariantResult, repo_id: str) -> list[str]:
     targets = read_targets(result.path) if result.path is not None else {}
     lines = []
     for device, properties in targets.items():
-        status = result.targets.get(device, "not checked by the run that made it")
+        checked = result.targets.get(device)
+        status = f"{checked} on the host that made it" if checked else "not checked by the run that made it"
         lines += [
-            f"**{device}**: {status} on the host that made it.",
+            f"**{device}**: {status}.",
             "",
             "```python",
             "import openvino_genai",

@@ -207,3 +207,53 @@ def test_the_hub_reads_the_pushed_cards_metadata_back(tmp_path, monkeypatch):
     assert perplexity.metric_type == "perplexity" and perplexity.dataset_type == "local-text"
     assert perplexity.metric_value == pytest.approx(result.metrics.perplexity.ppl, rel=1e-5)
     assert str(tmp_path) not in repr(data.to_dict())
+
+
+def test_the_card_loads_the_variant_on_each_device_of_its_targets_file_and_names_the_host(tmp_path):
+    """One snippet per device of openvino_targets.json with that device's properties, saying whether the
+    host that made it compiled it there; and the host that measured the figures."""
+    import json
+
+    from quantforge.core.records import HostProfile
+    from quantforge.tasks.host import describe
+    from quantforge.tasks.model_card import target_snippets
+    from quantforge.tasks.recipes import Recipe
+    from quantforge.tasks.targets import read_targets, write_targets
+
+    write_targets(tmp_path, Recipe(name="int4-sym-cw", bits=4, sym=True, group_size=-1))
+    result, card = card_for("wikitext2", "c4", {})
+    assert "Measured on: host not recorded (made before issue 19)." in card.splitlines()
+    assert "## Target devices" not in card  # no folder, no targets file: nothing to say
+    host = HostProfile(cpu="AMD EPYC", isa=["AVX2"], cores=2, memory_gib=7.7, inference_precision="f32")
+    result = result.model_copy(
+        update={
+            "path": tmp_path,
+            "targets": {"CPU": "verified", "NPU": "not verified (device absent)"},
+            "metrics": result.metrics.model_copy(update={"host": host}),
+        }
+    )
+    lines = target_snippets(result, "acme/tiny-int4")
+    assert [line for line in lines if line.startswith("**")] == [
+        "**CPU**: verified on the host that made it.",
+        "**GPU**: not checked by the run that made it.",
+        "**NPU**: not verified (device absent) on the host that made it.",
+    ]
+    npu_properties = json.dumps(read_targets(tmp_path)["NPU"])
+    npu = lines[lines.index("**NPU**: not verified (device absent) on the host that made it.") :]
+    assert npu[2:8] == [
+        "```python",
+        "import openvino_genai",
+        "from huggingface_hub import snapshot_download",
+        'folder = snapshot_download("acme/tiny-int4")',
+        f"properties = {npu_properties}  # CACHE_DIR: a folder of the serving host",
+        'pipe = openvino_genai.LLMPipeline(folder, "NPU", properties)',
+    ]
+    baseline = Baseline(runtime="openvino", label="original", metrics=result.metrics)
+    context = CardContext(
+        repo_id="acme/tiny-int4",
+        endpoint="https://hub.example",
+        evaluation=dataset_ref("c4", None, "evaluation"),
+    )
+    card = model_card(result, manifest(None), baseline, context)
+    assert f"Measured on: {describe(host)}." in card.splitlines()
+    assert "\n".join(["## Target devices", "", *lines]) in card
