@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points, version
 from pathlib import Path
@@ -27,10 +28,10 @@ from quantforge.core.redact import install_log_redaction, redact
 
 PLUGIN_GROUP = "quantforge.commands"  # entry points: plain functions with typer Annotated parameters
 # What `quantforge` exits with, for scripts and schedulers (docs/decisions.md, "Exit codes"); 0 is done.
-NO_VARIANT_PASSED, BAD_INPUT, SERVICE_FAILED = 1, 2, 3
+NO_VARIANT_PASSED, BAD_INPUT, SERVICE_FAILED, BUG = 1, 2, 3, 4
 EXIT_CODES = (
     "Exit codes: 0 done · 1 no variant passed its gate · 2 bad input (an option, a file, a name) · "
-    "3 a service failed (MLflow, Prefect, the Hub, the disk)."
+    "3 a service failed (MLflow, Prefect, the Hub, the disk) · 4 a bug (its traceback on stderr)."
 )
 
 
@@ -139,6 +140,21 @@ def _set_up(
     # and time to start on a busy 2-core host (Prefect's default, 20 s, has been seen to run out).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+def main() -> None:
+    """The console script: `app`, where a failure nobody foresaw (a bug) keeps its traceback and exits 4,
+    not Python's 1, which says "no variant passed"."""
+    try:
+        app()
+    except Exception:
+        traceback.print_exc()
+        Console(stderr=True).print(
+            f"[bold red]error:[/] quantforge failed unexpectedly (a bug: its traceback is above); exit {BUG}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(BUG)
 
 
 def fail(message: str, code: int = BAD_INPUT) -> NoReturn:

@@ -51,7 +51,7 @@ def test_help_states_the_exit_codes():
     assert result.exit_code == 0
     assert (
         "Exit codes: 0 done · 1 no variant passed its gate · 2 bad input (an option, a file, a name) · "
-        "3 a service failed (MLflow, Prefect, the Hub, the disk)."
+        "3 a service failed (MLflow, Prefect, the Hub, the disk) · 4 a bug (its traceback on stderr)."
     ) in squashed(result.output)
 
 
@@ -152,6 +152,22 @@ def test_plugin_commands_are_added_and_a_broken_one_is_one_line(monkeypatch):
         runner.invoke(app, ["greet", "--help"]).output
     )
     assert runner.invoke(app, ["recipes"]).exit_code == 0  # product commands never load a plugin
+
+
+def test_a_bug_keeps_its_traceback_and_exits_4_not_the_no_variant_passed_1(tmp_path):
+    """A plugin distribution on the path whose command fails as nothing foresaw, run as users run it."""
+    (tmp_path / "failing_plugin.py").write_text("def explode():\n    raise KeyError('never foreseen')\n")
+    dist = tmp_path / "failing_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: failing-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[{cli.PLUGIN_GROUP}]\nexplode = failing_plugin:explode\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([QUANTFORGE, "explode"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == cli.BUG == 4
+    assert "Traceback (most recent call last)" in done.stderr and "KeyError: 'never foreseen'" in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "error: quantforge failed unexpectedly (a bug: its traceback is above); exit 4"
+    )
 
 
 @pytest.mark.parametrize(
