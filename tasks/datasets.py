@@ -36,6 +36,14 @@ HUB_DATASETS = {
         "evaluation": "validation",
     },
 }
+LOCAL_TEXT = "local text"
+
+
+def shared_name(spec: str) -> str:
+    """A text as records that leave this host name it (a variant's manifest, its registry tags): a Hub
+    dataset by its name, anything else as local text, never a path of this host (the token ids' hash,
+    recorded beside it, says which text)."""
+    return spec if spec in HUB_DATASETS else LOCAL_TEXT
 
 
 class TokenSet(BaseModel):

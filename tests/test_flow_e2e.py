@@ -148,6 +148,11 @@ def test_passing_variants_are_registered_with_lineage_and_failures_are_not(sweep
         manifest = json.loads((Path(version.source.removeprefix("file://")) / "manifest.json").read_text())
         assert manifest["source_repo"] == "local:SmolLM2-135M-Instruct"
         assert manifest["files"]["openvino_model.bin"]["size"] > 50 * 2**20
+    # The manifest is pushed beside the card: a data-aware variant's names its local calibration text as
+    # such, never by this host's path (its token ids' hash says which text).
+    awq = Path(by_name(first)["int4-awq-se"].path) / "manifest.json"
+    assert json.loads(awq.read_text())["calibration"] == "local text"
+    assert str(CALIBRATION_TEXT) not in awq.read_text()
     assert any(r.model_version for r in first.variants) and any(
         r.model_version is None for r in first.variants
     )

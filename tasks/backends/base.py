@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from quantforge.core.atomic import write_json
 from quantforge.core.manifest import MANIFEST_FILE, Manifest, file_entries
 from quantforge.core.records import Metrics, StepUsage
-from quantforge.tasks.datasets import TokenSet
+from quantforge.tasks.datasets import TokenSet, shared_name
 from quantforge.tasks.fetch import SourceModel
 from quantforge.tasks.toolchain import installed_versions
 
@@ -142,7 +142,7 @@ def write_manifest(job: Job, folder: Path) -> Manifest:
         recipe_hash=job.recipe.content_hash(),
         variant_identity=job.identity,
         toolchain=job.toolchain,
-        calibration=job.calibration.spec if uses_calibration else None,
+        calibration=shared_name(job.calibration.spec) if uses_calibration else None,
         calibration_hash=job.calibration.content_hash if uses_calibration else None,
         files=file_entries(folder),
     )
