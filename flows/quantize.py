@@ -15,6 +15,7 @@ from quantforge.registry.aliases import CHAMPION_ALIAS, promote_task
 from quantforge.registry.outcomes import lookup_records, outcome
 from quantforge.registry.publishing import publish_registered
 from quantforge.registry.run_links import link_hub_commits, link_mlflow_run
+from quantforge.registry.slo import slo_gate_task
 from quantforge.registry.variants import finish_flow_run, flow_run
 from quantforge.tasks.baselines import measure_baselines, run_baselines, run_toolchain
 from quantforge.tasks.datasets import calibration_samples_task, evaluation_windows_task
@@ -78,6 +79,10 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
                 for job, decision in zip(jobs, decisions, strict=True)
             ]
         baselines = run_baselines(baselines, decisions)
+        slo = request.service_objective()
+        slo_report = slo_gate_task(results, slo) if slo is not None else None
+        if slo_report is not None:  # a variant that does not meet it stays registered, marked (decisions)
+            results = [r.model_copy(update={"slo": slo_report.variants.get(r.recipe)}) for r in results]
         failures = (
             publish_registered(results, baselines, request, source, evaluation.content_hash)
             if request.hub_namespace
@@ -99,6 +104,7 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
             best=best_passing(compared(results, baselines)),
             pareto_front=pareto_front(compared(results, baselines)),
             wall_seconds=time.perf_counter() - started,
+            slo=slo_report,
         )
         best = next((r for r in results if r.recipe == report.best), None)
         if request.promote_best and best is not None:

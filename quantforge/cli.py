@@ -568,8 +568,8 @@ def plan(
     print(f"{version.name} version {version.version}: {slo.reason}")
     print(f"one instance: {measured.instance_pss_mb:.0f} MiB PSS answering, {measured.threads} threads")
     print(
-        f"node: {host.host_memory.human_readable()} and {host.host_cores} cores, reserve "
-        f"{host.reserve_memory.human_readable()} and {host.reserve_threads} threads"
+        f"node: {host.host_memory.human_readable(decimal=True)} and {host.host_cores} cores, reserve "
+        f"{host.reserve_memory.human_readable(decimal=True)} and {host.reserve_threads} threads"
     )
     print(
         f"instances per node: {capacity.instances} (by memory {capacity.by_memory}, by threads "

@@ -13,31 +13,37 @@ from quantforge.core.errors import QuantforgeError
 from quantforge.registry.pull import resolve
 from quantforge.registry.tracking import mlflow_client
 from quantforge.registry.variants import TAG
+from quantforge.tasks.capacity import CapacityPlan
 from quantforge.tasks.report import VariantResult
-from quantforge.tasks.slo import Slo, SloResult, judge_slo, measure_slo_apart
+from quantforge.tasks.slo import Slo, SloReport, SloResult, judge_slo, measure_slo_apart, slo_report
 
 SLO_TAG = f"{TAG}slo"  # the SloResult as JSON
 SLO_MEETS_TAG = f"{TAG}slo_meets"  # true | false: searchable without parsing the JSON
 
 
-def slo_gate(results: list[VariantResult], slo: Slo) -> dict[str, SloResult]:
+def slo_gate(results: list[VariantResult], slo: Slo) -> SloReport:
     """Measure every variant that passed its quality gate (and has its files here) against the SLO, on
-    this host; record each on its model version. By recipe name."""
-    judged = {}
-    for result in results:
-        if result.verdict.passed and result.path is not None:
-            judged[result.recipe] = judge_slo(slo, measure_slo_apart(result.path, slo))
-            if result.model_name is not None and result.model_version is not None:
-                record_slo(result.model_name, result.model_version, judged[result.recipe])
-    return judged
+    this host; record each, with its capacity on this host, on its model version."""
+    judged = {
+        r.recipe: judge_slo(slo, measure_slo_apart(r.path, slo))
+        for r in results
+        if r.verdict.passed and r.path is not None
+    }
+    report = slo_report(slo, judged)
+    for r in results:
+        if r.recipe in judged and r.model_name is not None and r.model_version is not None:
+            record_slo(r.model_name, r.model_version, judged[r.recipe], report.capacity[r.recipe])
+    return report
 
 
-def record_slo(name: str, version: int, result: SloResult) -> None:
-    """The SLO result on the model version (tags) and its figures on the version's run (metrics)."""
+def record_slo(name: str, version: int, result: SloResult, capacity: CapacityPlan) -> None:
+    """The SLO result on the model version (tags) and its figures, with the instances per node of the
+    host that measured, on the version's run (metrics)."""
     client = mlflow_client()
     run_id = client.get_model_version(name, str(version)).run_id
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in slo_metrics(result).items()])
+    figures = slo_metrics(result) | {"instances_per_node": capacity.instances}
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in figures.items()])
     client.set_model_version_tag(name, str(version), SLO_TAG, result.model_dump_json())
     client.set_model_version_tag(name, str(version), SLO_MEETS_TAG, str(result.meets).lower())
 

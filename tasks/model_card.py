@@ -24,6 +24,7 @@ from quantforge.tasks.datasets import HUB_DATASETS, Role
 from quantforge.tasks.fetch import HUB_READ_RETRIES, SourceModel
 from quantforge.tasks.host import describe, same_machine
 from quantforge.tasks.report import VariantResult, quality_cells
+from quantforge.tasks.slo import slo_card_lines
 from quantforge.tasks.targets import read_targets
 
 # The license ids the Hub accepts in a card: it refuses a commit whose README.md names another (the list of
@@ -288,6 +289,7 @@ def _body(
             *_more_tokens(result, baseline),
             *_quality(result, result.metrics.perplexity.windows),
             f"Gate {verdict}: " + "; ".join(result.verdict.reasons) + ".",
+            *(["", *slo_card_lines(result.slo)] if result.slo else []),
             "",
             "## Recipe",
             "",

@@ -11,6 +11,7 @@ from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.backends.base import Baseline
 from quantforge.tasks.gate import KLD, PERCENT_CHANGE, SHARE, with_interval
 from quantforge.tasks.host import describe, same_machine
+from quantforge.tasks.slo import SloReport, SloResult, slo_cell, slo_markdown
 
 OUTCOME_COLOURS = {"PASS": "tab:green", "INCONCLUSIVE": "tab:orange", "FAIL": "tab:red"}
 
@@ -36,6 +37,7 @@ class VariantResult(BaseModel):
     # by OpenVINO device of its targets file: verified (compiled on this host), not verified (device absent)
     # or failed: <why>; empty when nothing was checked (not made in this run, or no targets file)
     targets: dict[str, str] = {}
+    slo: SloResult | None = None  # against the run's SLO: set for the variants that passed, when it has one
 
 
 class RunReport(BaseModel):
@@ -57,6 +59,7 @@ class RunReport(BaseModel):
     best: str | None
     pareto_front: list[str]
     wall_seconds: float
+    slo: SloReport | None = None  # the SLO's derivation, verdicts and capacity here, when the run has one
 
 
 def measured_elsewhere(result: VariantResult, baselines: dict[str, Baseline]) -> str | None:
@@ -97,7 +100,7 @@ def best_passing(results: list[VariantResult]) -> str | None:
     """The smallest passing variant; among equal sizes (to 0.1 MiB) the lower perplexity, then the faster.
 
     Quality before speed: decode speed of same-sized variants differs by noise, perplexity does not."""
-    passing = [r for r in results if r.verdict.passed]
+    passing = [r for r in results if r.verdict.passed and (r.slo is None or r.slo.meets)]
     if not passing:
         return None
     speed = lambda r: r.metrics.speed.tokens_per_second if r.metrics.speed else 0.0  # noqa: E731
@@ -168,6 +171,10 @@ def table_rows(report: RunReport) -> list[dict[str, str]]:
         verdict += " (other host)" if measured_elsewhere(r, report.baselines) else ""
         registry = f"v{r.model_version}" if r.model_version is not None else "-"
         rows.append(row(r.recipe, r.backend, r.metrics, quality_cells(r), verdict, quantize, registry))
+    if report.slo is not None:  # a column of its own only in a run with an SLO
+        slo_results = [None] * len(report.baselines) + [r.slo for r in report.variants]
+        for cells, result in zip(rows, slo_results, strict=True):
+            cells["SLO"] = slo_cell(result)
     return rows
 
 
@@ -216,6 +223,7 @@ def markdown(report: RunReport) -> str:
             if v.targets
         ),
         "",
+        *([*slo_markdown(report.slo), ""] if report.slo else []),
         "## Registered in MLflow",
         *(
             f"- **{r.recipe}**: `{r.model_name}` version {r.model_version}"

@@ -11,6 +11,7 @@ from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.gate import GateLimits
 from quantforge.tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id
 from quantforge.tasks.recipes import Recipe, load_recipe_set
+from quantforge.tasks.slo import Slo, load_slo
 from quantforge.tasks.targets import Target, refused_for_targets
 
 
@@ -69,6 +70,11 @@ class QuantizeRequest(BaseModel):
     gates: GateLimits = Field(
         default=GateLimits(), description="Run-wide gate limits: over each recipe's own and the defaults."
     )
+    slo: Path | None = Field(
+        default=None,
+        description="Service-level objective (YAML): variants that pass are measured under its load and "
+        "gated on it; replaces the recipe set's `slo:`.",
+    )
     output_dir: Path = Field(
         default=Path("quantforge-output"), description="Folder for the variants and the report."
     )
@@ -117,12 +123,27 @@ class QuantizeRequest(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _check_slo(self) -> "QuantizeRequest":
+        if self.slo is not None:
+            try:
+                load_slo(self.slo)
+            except QuantforgeError as error:
+                raise ValueError(str(error)) from None
+        return self
+
+    @model_validator(mode="after")
     def _check_hub_repo_template(self) -> "QuantizeRequest":
         try:
             hub_repo_id(self.hub_repo_template, self.hub_namespace or "namespace", "org/model", "recipe")
         except QuantforgeError as error:
             raise ValueError(str(error).split(": ", 1)[1]) from None
         return self
+
+    def service_objective(self) -> Slo | None:
+        """The SLO of `slo`'s file, else the recipe set's own; None: no SLO gate."""
+        if self.slo is not None:
+            return load_slo(self.slo)
+        return None if self.recipe is not None else load_recipe_set(self.recipes).slo
 
     def selected_recipes(self) -> list[Recipe]:
         """The one `recipe`, or the recipes of the set narrowed to `only` when given."""

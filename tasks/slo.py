@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from quantforge.core.child_process import in_child_process
 from quantforge.core.errors import QuantforgeError, truncated
 from quantforge.core.yaml_input import MAX_ECHO, MAX_MESSAGE, read_yaml
+from quantforge.tasks.capacity import CapacityPlan, Host, plan_capacity, this_host
 from quantforge.tasks.resources import PeakSampler
 
 # The text the measured prompts are cut from (token ids sliced to the SLO's `tokens_in`).
@@ -96,6 +97,83 @@ class SloResult(BaseModel):
     meets: bool
     instances: int | None  # instances serving the required concurrency; None when it does not meet
     reason: str
+
+
+class SloReport(BaseModel):
+    """The run's SLO: its derivation, each quality-passing variant against it, and how many instances of
+    each fit on the host that measured (after the default reserve)."""
+
+    slo: Slo
+    derivation: SloDerivation
+    host: Host
+    variants: dict[str, SloResult]  # by recipe
+    capacity: dict[str, CapacityPlan]  # by recipe, on `host`
+
+
+def slo_report(slo: Slo, judged: dict[str, SloResult]) -> SloReport:
+    """The report's SLO section's data: the judged variants and their capacity on this host."""
+    host = this_host()
+    return SloReport(
+        slo=slo,
+        derivation=derive(slo),
+        host=host,
+        variants=judged,
+        capacity={
+            name: plan_capacity(host, result.measurement.instance_pss_mb, result.measurement.threads)
+            for name, result in judged.items()
+        },
+    )
+
+
+def slo_markdown(report: SloReport) -> list[str]:
+    """The SLO section of report.md: the derivation written out, then each variant's verdict and plan."""
+    slo, derived, host = report.slo, report.derivation, report.host
+    waiting = f"{slo.overhead_s:g} − {slo.requests_per_session} × {slo.think_time_s:g}"
+    arrival = f"{slo.sessions_per_hour:g} / 3600"
+    memory, reserve = (size.human_readable(decimal=True) for size in (host.host_memory, host.reserve_memory))
+    return [
+        "## Service-level objective",
+        f"- {slo.sessions_per_hour:g} sessions/h of {slo.requests_per_session} requests "
+        f"({slo.tokens_in} tokens in, {slo.tokens_out} out), {slo.overhead_s:g} s overhead, "
+        f"{slo.think_time_s:g} s think time, sessions within {slo.session_target_s:g} s",
+        f"- inference per session: {slo.session_target_s:g} − {waiting} = "
+        f"{derived.inference_s_per_session:g} s; per request {derived.request_budget_s:g} s; "
+        f"per output token {derived.token_budget_ms:g} ms",
+        f"- in flight (Little's law): {arrival} × {slo.session_target_s:g} = "
+        f"{derived.concurrent_sessions:g} sessions; {arrival} × {slo.requests_per_session} × "
+        f"{derived.request_budget_s:g} s = {derived.concurrent_requests:.2f} requests, so "
+        f"{derived.required_concurrency} at once",
+        *(f"- **{name}**: {result.reason}" for name, result in report.variants.items()),
+        f"- capacity on this host ({memory}, {host.host_cores} cores; reserve {reserve}, "
+        f"{host.reserve_threads} threads):",
+        *(
+            f"  - **{name}**: {plan.instance_memory_mb:.0f} MiB and {plan.instance_threads} threads an "
+            f"instance: {plan.instances} per node ({plan.bound} bound)"
+            for name, plan in report.capacity.items()
+        ),
+    ]
+
+
+def slo_card_lines(result: SloResult) -> list[str]:
+    """The model card's short SLO section: the application, the verdict, one instance's footprint."""
+    slo, measured = result.slo, result.measurement
+    return [
+        "## Service-level objective and capacity",
+        "",
+        f"Against {slo.sessions_per_hour:g} sessions/h of {slo.requests_per_session} requests "
+        f"({slo.tokens_in} tokens in, {slo.tokens_out} out) within {slo.session_target_s:g} s a session: "
+        f"{result.reason}.",
+        f"One serving instance held {measured.instance_pss_mb:.0f} MiB (PSS) answering "
+        f"{measured.concurrency} requests at once with {measured.threads} threads; `quantforge plan "
+        "NAME@ALIAS --host-memory 64G --host-cores 32` gives the instances per node of another host.",
+    ]
+
+
+def slo_cell(result: SloResult | None) -> str:
+    """The report table's SLO cell: meets with its instance count, does not meet, or not measured."""
+    if result is None:
+        return "-"
+    return f"meets ({result.instances} inst.)" if result.meets else "not met"
 
 
 def derive(slo: Slo) -> SloDerivation:

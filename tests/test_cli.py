@@ -306,6 +306,7 @@ def test_run_builds_the_request_the_options_say(requested):
         "baseline_weights": "int8",
         "inference_precision": "bf16",
         "targets": ["cpu", "gpu"],
+        "slo": str(Path(__file__).parents[1] / "infra" / "slo.example.yaml"),
         "output_dir": "elsewhere",
         "trust_remote_code": True,
         "allow_pickle": True,

@@ -3,6 +3,7 @@ tiny Llama measured under the SLO's concurrency through the quantize flow, and `
 answering from the figures the registry keeps."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,6 +33,10 @@ def test_seed_002s_numbers_give_the_articles_budgets_and_littles_law_concurrency
     assert derived.concurrent_sessions == pytest.approx(15)  # 300 / 3600 x 180
     assert derived.concurrent_requests == pytest.approx(5 / 3)  # 300 / 3600 x 5 x 4 s
     assert derived.required_concurrency == 2
+
+
+def test_the_shipped_example_is_seed_002():
+    assert load_slo(Path(__file__).parents[1] / "infra" / "slo.example.yaml") == Slo(**SEED_002)
 
 
 def test_the_verdict_adds_ttft_to_the_tokens_after_it_and_counts_instances():
@@ -81,3 +86,131 @@ def test_a_hostile_slo_file_is_refused_as_every_yaml_input(tmp_path):
     path.write_text("a: &a [x, x]\nb: *a\n")
     with pytest.raises(QuantforgeError, match=r"^`slo`: slo.yaml is not valid YAML: aliases \(\*a\) are not"):
         load_slo(path)
+
+
+# The tiny Llama answers 8 tokens in milliseconds: seed 002's 4 s budget per request is met, and a
+# session target 5 ms above overhead + think time (1 ms a request) is not.
+LAX = SEED_002 | {"tokens_in": 16, "tokens_out": 8}
+IMPOSSIBLE = LAX | {"session_target_s": 160.005}
+# Random weights move perplexity a lot between formats: the quality gate is opened so the SLO decides.
+OPEN_GATES = {"max_ppl_increase_pct": 1000.0, "max_kld": 100.0, "min_top1_agreement": 0.001}
+
+
+@pytest.fixture(scope="module")
+def runs(bundled_model, prefect_harness, tmp_path_factory):
+    """A tiny Llama quantized once under the recipe set's lax `slo:`, then again (its record reused) with
+    `slo` naming an impossible SLO's file, as `--slo FILE` does."""
+    from quantforge.flows.quantize import quantize_flow
+    from quantforge.tasks.gate import GateLimits
+    from quantforge.tasks.request import QuantizeRequest
+    from quantforge_testing.tiny_models import tiny_model
+    from tests.conftest import EVALUATION_TEXT
+
+    folder = tmp_path_factory.mktemp("slo")
+    recipe_set = folder / "with-slo.yaml"
+    recipe_set.write_text(json.dumps({"recipes": [{"name": "int8-sym", "sym": True}], "slo": LAX}))
+    impossible = folder / "impossible.yaml"
+    impossible.write_text(json.dumps(IMPOSSIBLE))
+    common = {
+        "model": str(tiny_model("llama", folder / "llama", bundled_model)),
+        "recipes": str(recipe_set),
+        "evaluation": str(EVALUATION_TEXT),
+        "window": 128,
+        "max_eval_windows": 2,
+        "new_tokens": 4,
+        "gates": GateLimits(**OPEN_GATES),
+    }
+    lax = quantize_flow(QuantizeRequest(**common, output_dir=folder / "lax"))
+    strict = quantize_flow(QuantizeRequest(**common, slo=impossible, output_dir=folder / "strict"))
+    return lax, strict, folder
+
+
+def test_a_lax_slo_is_met_under_its_concurrency_and_reported(runs):
+    lax, _, folder = runs
+    (variant,) = lax.variants
+    assert variant.verdict.passed and variant.model_version is not None and lax.best == "int8-sym"
+    result = variant.slo
+    assert result.meets and result.instances == 1 and result.derivation.required_concurrency == 2
+    measured = result.measurement
+    assert measured.concurrency == 2 and measured.requests == 6  # 3 rounds of 2 at once
+    assert 0 < measured.ttft_ms_p50 <= measured.ttft_ms_p95 < 4000 and 0 < measured.tpot_ms_p95 < 500
+    assert 50 < measured.instance_pss_mb < 2048  # OpenVINO, the model, its KV cache: not the flow's
+    (report,) = (folder / "lax").rglob("report.md")
+    lines = report.read_text().splitlines()
+    assert (
+        "- inference per session: 180 − 10 − 5 × 30 = 20 s; per request 4 s; per output token 500 ms" in lines
+    )
+    assert (
+        "- in flight (Little's law): 300 / 3600 × 180 = 15 sessions; 300 / 3600 × 5 × 4 s = 1.67 requests, "
+        "so 2 at once" in lines
+    )
+    assert any(line.startswith("- **int8-sym**: SLO meets: request p95 ") for line in lines)
+    assert any(line.startswith("  - **int8-sym**: ") and "per node" in line for line in lines)
+    (document,) = (folder / "lax").rglob("report.json")
+    assert json.loads(document.read_text())["slo"]["variants"]["int8-sym"]["meets"] is True
+
+
+def test_an_impossible_slo_is_not_met_and_the_version_is_marked_not_best(runs):
+    from quantforge.registry.tracking import mlflow_client
+
+    lax, strict, _ = runs
+    (variant,) = strict.variants
+    assert variant.reused and variant.verdict.passed  # its quality is what it was
+    assert not variant.slo.meets and variant.slo.instances is None
+    assert strict.best is None  # so `quantforge run` exits 1: no variant serves the application
+    tags = mlflow_client().get_model_version(variant.model_name, str(variant.model_version)).tags
+    assert tags["quantforge.slo_meets"] == "false"
+    assert variant.model_version == lax.variants[0].model_version
+
+
+def test_plan_answers_from_the_recorded_figures_through_the_console_script(runs):
+    _, strict, _ = runs
+    (variant,) = strict.variants
+    spec = f"{variant.model_name}/{variant.model_version}"
+    plan = [QUANTFORGE, "plan", spec, "--host-memory", "64G", "--host-cores", "32"]
+    done = subprocess.run(plan, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    measured = variant.slo.measurement
+    assert lines[0].startswith(f"{variant.model_name} version {variant.model_version}: SLO does not meet")
+    assert lines[1] == (
+        f"one instance: {measured.instance_pss_mb:.0f} MiB PSS answering, {measured.threads} threads"
+    )
+    assert lines[2] == "node: 64.0GB and 32 cores, reserve 4.0GB and 4 threads"
+    by_threads = 28 // measured.threads
+    assert lines[3].startswith(f"instances per node: {by_threads} (by memory ")  # threads bind first
+    done = subprocess.run([*plan, "--reserve-threads", "0", "--json"], capture_output=True, text=True)
+    document = json.loads(done.stdout)
+    assert document["capacity"]["by_threads"] == 32 // measured.threads
+    assert document["capacity"]["by_memory"] == int(60e9 / 2**20 // measured.instance_pss_mb)
+    assert document["slo"]["meets"] is False and document["version"] == variant.model_version
+
+
+def test_plan_of_an_unknown_alias_or_a_version_without_figures_is_one_line_exit_2(runs):
+    from quantforge.registry.tracking import mlflow_client
+
+    _, strict, _ = runs
+    name, version = strict.variants[0].model_name, str(strict.variants[0].model_version)
+
+    def plan(spec: str) -> tuple[int, list[str]]:
+        command = [QUANTFORGE, "plan", spec, "--host-memory", "64G", "--host-cores", "32"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        return done.returncode, done.stderr.strip().splitlines()
+
+    assert plan(f"{name}@nobody") == (
+        2,
+        [f"error: `model`: no model version '{name}@nobody' in the registry"],
+    )
+    client = mlflow_client()
+    recorded = client.get_model_version(name, version).tags["quantforge.slo"]
+    client.delete_model_version_tag(name, version, "quantforge.slo")  # as a version made without an SLO
+    try:
+        assert plan(f"{name}/{version}") == (
+            2,
+            [
+                f"error: `model`: '{name}/{version}' (version {version}) has no SLO or capacity figures "
+                "recorded (quantize it with --slo FILE or a recipe set's `slo:`)"
+            ],
+        )
+    finally:
+        client.set_model_version_tag(name, version, "quantforge.slo", recorded)
