@@ -536,6 +536,7 @@ def plan(
     """Serving instances of a registered variant per node, from the memory and threads its SLO
     measurement recorded, after the system's reserve."""
     from quantforge.tasks.capacity import Host, plan_capacity
+    from quantforge.tasks.host import describe
 
     try:
         host = Host(
@@ -566,7 +567,10 @@ def plan(
         )
         return
     print(f"{version.name} version {version.version}: {slo.reason}")
-    print(f"one instance: {measured.instance_pss_mb:.0f} MiB PSS answering, {measured.threads} threads")
+    print(
+        f"one instance: {measured.instance_pss_mb:.0f} MiB PSS answering, {measured.threads} threads "
+        f"(measured on {describe(measured.host)})"
+    )
     print(
         f"node: {host.host_memory.human_readable(decimal=True)} and {host.host_cores} cores, reserve "
         f"{host.reserve_memory.human_readable(decimal=True)} and {host.reserve_threads} threads"

@@ -45,7 +45,7 @@ class CapacityPlan(BaseModel):
 
 def this_host() -> Host:
     """The host running quantforge, with the default reserve."""
-    return Host(host_memory=psutil.virtual_memory().total, host_cores=os.cpu_count() or 1)
+    return Host(host_memory=psutil.virtual_memory().total, host_cores=len(os.sched_getaffinity(0)))
 
 
 def plan_capacity(host: Host, instance_memory_mb: float, instance_threads: int) -> CapacityPlan:

@@ -26,8 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from quantforge.core.child_process import in_child_process
 from quantforge.core.errors import QuantforgeError, truncated
+from quantforge.core.records import HostProfile
 from quantforge.core.yaml_input import MAX_ECHO, MAX_MESSAGE, read_yaml
 from quantforge.tasks.capacity import CapacityPlan, Host, plan_capacity, this_host
+from quantforge.tasks.host import describe, host_profile
 from quantforge.tasks.resources import PeakSampler
 
 # The text the measured prompts are cut from (token ids sliced to the SLO's `tokens_in`).
@@ -85,6 +87,7 @@ class SloMeasurement(BaseModel):
     tpot_ms_p95: float
     threads: int  # INFERENCE_NUM_THREADS of the instance
     instance_pss_mb: float  # peak PSS of the serving process while it answered
+    host: HostProfile | None = None  # the machine measured on, at the CPU plugin's default precision
 
 
 class SloResult(BaseModel):
@@ -143,7 +146,10 @@ def slo_markdown(report: SloReport) -> list[str]:
         f"{derived.concurrent_sessions:g} sessions; {arrival} × {slo.requests_per_session} × "
         f"{derived.request_budget_s:g} s = {derived.concurrent_requests:.2f} requests, so "
         f"{derived.required_concurrency} at once",
-        *(f"- **{name}**: {result.reason}" for name, result in report.variants.items()),
+        *(
+            f"- **{name}**: {result.reason} (on {describe(result.measurement.host)})"
+            for name, result in report.variants.items()
+        ),
         f"- capacity on this host ({memory}, {host.host_cores} cores; reserve {reserve}, "
         f"{host.reserve_threads} threads):",
         *(
@@ -200,7 +206,7 @@ def judge_slo(slo: Slo, measurement: SloMeasurement) -> SloResult:
     budget_ms = derivation.request_budget_s * 1000
     meets = request_ms <= budget_ms
     instances = math.ceil(derivation.required_concurrency / measurement.concurrency) if meets else None
-    verb = "meets" if meets else "does not meet"
+    verb = "met" if meets else "not met"
     reason = (
         f"SLO {verb}: request p95 {request_ms:.0f} ms (TTFT {measurement.ttft_ms_p95:.0f} ms + "
         f"{slo.tokens_out - 1} x {measurement.tpot_ms_p95:.1f} ms) against {budget_ms:.0f} ms, "
@@ -247,7 +253,7 @@ def measure_slo(model_dir: Path, slo: Slo, threads: int | None = None, rounds: i
     import openvino as ov
     import openvino_genai
 
-    threads = threads or os.cpu_count() or 1
+    threads = threads or len(os.sched_getaffinity(0))
     concurrency = min(derive(slo).required_concurrency, slo.max_concurrency)
     scheduler = openvino_genai.SchedulerConfig()
     scheduler.max_num_seqs = concurrency
@@ -273,6 +279,8 @@ def measure_slo(model_dir: Path, slo: Slo, threads: int | None = None, rounds: i
         tpot_ms_p95=float(np.percentile(tpot, 95)),
         threads=threads,
         instance_pss_mb=sampler.peak / 2**20,
+        # no precision hint is passed: the pipeline computes at the plugin's default, recorded as such
+        host=host_profile(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name(), True),
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from quantforge.core.errors import QuantforgeError
+from quantforge.tasks.host import describe
 from quantforge.tasks.slo import Slo, SloMeasurement, derive, judge_slo, load_slo
 
 QUANTFORGE = str(Path(sys.executable).with_name("quantforge"))  # the console script users run
@@ -50,7 +51,7 @@ def test_the_verdict_adds_ttft_to_the_tokens_after_it_and_counts_instances():
     )  # 2 in flight, 1 each
     late = judge_slo(slo, SloMeasurement(concurrency=1, ttft_ms_p95=100, tpot_ms_p95=40, **measured))
     assert (late.request_ms_p95, late.meets, late.instances) == (4060, False, None)
-    assert late.reason.startswith("SLO does not meet: request p95 4060 ms (TTFT 100 ms + 99 x 40.0 ms)")
+    assert late.reason.startswith("SLO not met: request p95 4060 ms (TTFT 100 ms + 99 x 40.0 ms)")
 
 
 @pytest.mark.parametrize(
@@ -144,7 +145,7 @@ def test_a_lax_slo_is_met_under_its_concurrency_and_reported(runs):
         "- in flight (Little's law): 300 / 3600 × 180 = 15 sessions; 300 / 3600 × 5 × 4 s = 1.67 requests, "
         "so 2 at once" in lines
     )
-    assert any(line.startswith("- **int8-sym**: SLO meets: request p95 ") for line in lines)
+    assert any(line.startswith("- **int8-sym**: SLO met: request p95 ") for line in lines)
     assert any(line.startswith("  - **int8-sym**: ") and "per node" in line for line in lines)
     (document,) = (folder / "lax").rglob("report.json")
     assert json.loads(document.read_text())["slo"]["variants"]["int8-sym"]["meets"] is True
@@ -172,10 +173,12 @@ def test_plan_answers_from_the_recorded_figures_through_the_console_script(runs)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     measured = variant.slo.measurement
-    assert lines[0].startswith(f"{variant.model_name} version {variant.model_version}: SLO does not meet")
+    assert lines[0].startswith(f"{variant.model_name} version {variant.model_version}: SLO not met")
     assert lines[1] == (
-        f"one instance: {measured.instance_pss_mb:.0f} MiB PSS answering, {measured.threads} threads"
+        f"one instance: {measured.instance_pss_mb:.0f} MiB PSS answering, {measured.threads} threads "
+        f"(measured on {describe(measured.host)})"
     )
+    assert measured.host.cores == measured.threads and measured.host.openvino
     assert lines[2] == "node: 64.0GB and 32 cores, reserve 4.0GB and 4 threads"
     by_threads = 28 // measured.threads
     assert lines[3].startswith(f"instances per node: {by_threads} (by memory ")  # threads bind first
