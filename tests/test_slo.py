@@ -82,6 +82,20 @@ def test_a_bad_slo_field_is_one_line_naming_it_and_its_value(tmp_path, change, l
     assert str(error.value) == line
 
 
+def test_run_with_a_bad_slo_file_is_one_line_exit_2_before_any_work(tmp_path):
+    path = tmp_path / "slo.yaml"
+    path.write_text(json.dumps(SEED_002 | {"tokens_out": 0}))
+    output = tmp_path / "out"
+    command = [QUANTFORGE, "run", "org/model", "--recipes", "quick", "--only", "int8-asym"]
+    command += ["--slo", str(path), "--output-dir", str(output)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stderr.strip().splitlines()) == (
+        2,
+        ["error: `slo` in slo.yaml: field `tokens_out`: Input should be greater than or equal to 1 (got 0)"],
+    )
+    assert not output.exists()
+
+
 def test_a_hostile_slo_file_is_refused_as_every_yaml_input(tmp_path):
     path = tmp_path / "slo.yaml"
     path.write_text("a: &a [x, x]\nb: *a\n")
