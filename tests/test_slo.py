@@ -231,3 +231,30 @@ def test_plan_of_an_unknown_alias_or_a_version_without_figures_is_one_line_exit_
         )
     finally:
         client.set_model_version_tag(name, version, "quantforge.slo", recorded)
+
+
+def test_the_model_card_has_the_slo_section_of_its_variant():
+    from quantforge.tasks.backends.base import Baseline
+    from quantforge.tasks.model_card import CardContext, dataset_ref, model_card
+    from tests.test_model_card import BASELINE_NLL, EVALUATION_HASH, judged, manifest, variant
+
+    measured = SloMeasurement(
+        concurrency=2, requests=6, ttft_ms_p50=400, ttft_ms_p95=450, tpot_ms_p50=23, tpot_ms_p95=24,
+        threads=2, instance_pss_mb=458,
+    )  # fmt: skip
+    result = judged([n + 511 * 0.02 for n in BASELINE_NLL], BASELINE_NLL, True)
+    result = result.model_copy(update={"slo": judge_slo(Slo(**SEED_002), measured)})
+    baseline = Baseline(runtime="openvino", label="original", metrics=variant("b", 1, 20, 3).metrics)
+    context = CardContext(
+        repo_id="acme/m",
+        endpoint="https://hub.example",
+        evaluation=dataset_ref("wikitext2", EVALUATION_HASH, "evaluation"),
+    )
+    lines = model_card(result, manifest(None), baseline, context).splitlines()
+    at = lines.index("## Service-level objective and capacity")
+    assert lines[at + 2] == (
+        "Against 300 sessions/h of 5 requests (100 tokens in, 100 out) within 180 s a session: SLO met: "
+        "request p95 2826 ms (TTFT 450 ms + 99 x 24.0 ms) against 4000 ms, 2 at once; 2 in flight: "
+        "1 instance(s)."
+    )
+    assert lines[at + 3].startswith("One serving instance held 458 MiB (PSS) answering 2 requests at once")
