@@ -173,8 +173,14 @@ def test_an_impossible_slo_is_not_met_and_the_version_is_marked_not_best(runs):
     assert variant.reused and variant.verdict.passed  # its quality is what it was
     assert not variant.slo.meets and variant.slo.instances is None
     assert strict.best is None  # so `quantforge run` exits 1: no variant serves the application
-    tags = mlflow_client().get_model_version(variant.model_name, str(variant.model_version)).tags
-    assert tags["quantforge.slo_meets"] == "false"
+    client = mlflow_client()
+    version = client.get_model_version(variant.model_name, str(variant.model_version))
+    assert version.tags["quantforge.slo_meets"] == "false"
+    metrics = client.get_run(version.run_id).data.metrics  # the latest of each: this run's
+    assert metrics["slo_request_ms_p95"] == pytest.approx(variant.slo.request_ms_p95)
+    assert metrics["slo_meets"] == 0 and metrics["slo_token_budget_ms"] == pytest.approx(0.125)  # 1 ms / 8
+    assert metrics["instance_pss_mb"] == pytest.approx(variant.slo.measurement.instance_pss_mb)
+    assert metrics["instances_per_node"] == strict.slo.capacity["int8-sym"].instances
     assert variant.model_version == lax.variants[0].model_version
 
 
