@@ -42,6 +42,9 @@ class Recipe(BaseModel):
     lora_correction: bool = False
     activations: Literal["none", "int8"] = "none"  # int8: static W8A8 through nncf.quantize
     smooth_quant_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
+    # Static INT8 only: nncf's remedy for u8 x s8 products that saturate on CPUs without VNNI (AVX2:
+    # +331 % ppl on the bundled model without it, +18.7 % with; docs/decisions.md). `enable` unless set.
+    overflow_fix: Literal["enable", "first_layer", "disable"] | None = None
     gate: GateLimits = GateLimits()  # this recipe's limits; unset ones fall back to its weight format's
     # The device it is made for (its profile's rules apply: tasks/targets.py); None: the run's `--target`s.
     target: Target | None = None
@@ -52,6 +55,19 @@ class Recipe(BaseModel):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (have {', '.join(BACKENDS)})")
         return backend
+
+    @model_validator(mode="before")
+    @classmethod
+    def _overflow_fix_for_static(cls, data: Any) -> Any:
+        """A static nncf recipe that does not say gets `enable`: its variant may be served on any CPU."""
+        if (
+            isinstance(data, dict)
+            and data.get("activations") == "int8"
+            and data.get("backend", "openvino") == "openvino"
+            and data.get("overflow_fix") is None
+        ):
+            return {**data, "overflow_fix": "enable"}
+        return data
 
     @model_validator(mode="after")
     def _check_combination(self) -> "Recipe":
@@ -85,6 +101,8 @@ class Recipe(BaseModel):
         """Stable hash of the fields that change the bytes (not the name, the gate or the target: the
         targets file follows from the other fields)."""
         fields = self.model_dump(exclude={"name", "gate", "target"})
+        if fields["overflow_fix"] is None:  # weight-only: hashed as before the field existed
+            del fields["overflow_fix"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -111,6 +129,8 @@ def _combination_problems(recipe: Recipe) -> list[str]:
         problems.append(f"`activations: int8` needs bits=8, got {recipe.bits}")
     if recipe.smooth_quant_alpha is not None and not recipe.static:
         problems.append("`smooth_quant_alpha` needs `activations: int8`")
+    if recipe.overflow_fix is not None and not recipe.static:
+        problems.append("`overflow_fix` needs `activations: int8`")
     return problems
 
 

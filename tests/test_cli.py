@@ -74,7 +74,7 @@ def test_recipes_of_a_set_are_a_table():
     assert cells["int8-static-sq"][:4] == [
         "openvino",
         "w8a8",
-        "smooth_quant_alpha=0.5",
+        "smooth_quant_alpha=0.5, overflow_fix=enable",
         "max_ppl_increase_pct=5",
     ]
     assert list(cells) == list(hashes)

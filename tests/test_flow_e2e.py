@@ -91,6 +91,8 @@ def test_every_recipe_is_measured_and_judged(sweep):
     assert (
         variants["int4-awq-se"].metrics.perplexity.ppl <= variants["int4-sym-g64-r08"].metrics.perplexity.ppl
     )
+    # W8A8 on a CPU without VNNI saturated without nncf's overflow fix (+331 % here on AVX2; +18.7 % with).
+    assert variants["int8-static-sq"].ppl_increase_pct < 60
     assert first.best in first.pareto_front or first.best is None
     assert (
         first.best == "int8-asym"

@@ -1,6 +1,9 @@
 """Recipes: validation with clear messages, stable hashes, and the translation to nncf arguments."""
 
+import hashlib
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -56,6 +59,21 @@ def test_static_int8_translation_carries_smooth_quant_alpha():
     assert kwargs["advanced_parameters"].smooth_quant_alphas.matmul == 0.6
 
 
+def test_static_int8_fixes_overflow_unless_told_and_weight_only_hashes_as_before():
+    """optimum-intel's default is `disable`, which saturates on CPUs without VNNI (docs/decisions.md)."""
+    unsaid = Recipe(name="w8a8", bits=8, activations="int8")
+    assert unsaid.overflow_fix == "enable"
+    assert nncf_call(unsaid)[1]["advanced_parameters"].overflow_fix == nncf.OverflowFix.ENABLE
+    told = Recipe(name="w8a8", bits=8, activations="int8", overflow_fix="disable")
+    assert nncf_call(told)[1]["advanced_parameters"].overflow_fix == nncf.OverflowFix.DISABLE
+    assert told.content_hash() != unsaid.content_hash()  # other bytes, another variant
+    weight_only = Recipe(name="int8", bits=8)
+    assert weight_only.overflow_fix is None
+    fields = weight_only.model_dump(exclude={"name", "gate", "target", "overflow_fix"})
+    before_the_field = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    assert weight_only.content_hash() == before_the_field
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -66,11 +84,16 @@ def test_static_int8_translation_carries_smooth_quant_alpha():
         ({"bits": 8, "awq": True}, "`awq` is for 4-bit weights"),
         ({"bits": 4, "activations": "int8"}, "`activations: int8` needs bits=8"),
         ({"bits": 8, "smooth_quant_alpha": 0.5}, "`smooth_quant_alpha` needs `activations: int8`"),
+        ({"bits": 8, "overflow_fix": "enable"}, "`overflow_fix` needs `activations: int8`"),
+        (
+            {"backend": "ipex", "bits": 8, "activations": "int8", "overflow_fix": "enable"},
+            "`overflow_fix` is an OpenVINO (nncf) option, not available with backend ipex",
+        ),
         ({"bits": 4, "group_size": 0}, "`group_size` must be positive or -1"),
     ],
 )
 def test_invalid_combinations_are_refused_with_the_field_named(fields, message):
-    with pytest.raises(ValidationError, match=message.replace("(", r"\(")):
+    with pytest.raises(ValidationError, match=re.escape(message)):
         Recipe(name="bad", **fields)
 
 

@@ -185,6 +185,7 @@ def to_optimum_config(recipe: Recipe) -> Any:
             bits=8,
             sym=recipe.sym,
             smooth_quant_alpha=recipe.smooth_quant_alpha,
+            overflow_fix=recipe.overflow_fix,
             model_type="transformer",  # keeps LayerNorm/softmax paths out of INT8, as optimum does for LLMs
         )
     return OVWeightQuantizationConfig(

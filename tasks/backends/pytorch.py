@@ -62,10 +62,9 @@ def openvino_only_problems(recipe: Recipe) -> list[str]:
     ]
     if recipe.ratio < 1.0:
         problems.append(f"`ratio` below 1 is an OpenVINO (nncf) option, not available with backend {backend}")
-    if recipe.backup_precision is not None:
-        problems.append(
-            f"`backup_precision` is an OpenVINO (nncf) option, not available with backend {backend}"
-        )
+    for field in ("backup_precision", "overflow_fix"):
+        if getattr(recipe, field) is not None:
+            problems.append(f"`{field}` is an OpenVINO (nncf) option, not available with backend {backend}")
     return problems
 
 
