@@ -44,7 +44,7 @@ class Recipe(BaseModel):
     smooth_quant_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
     # Static INT8 only: nncf's remedy for u8 x s8 products that saturate on CPUs without VNNI (AVX2:
     # +331 % ppl on the bundled model without it, +18.7 % with; docs/decisions.md). `enable` unless set.
-    overflow_fix: Literal["enable", "first_layer", "disable"] | None = None
+    overflow_fix: Literal["enable", "first_layer_only", "disable"] | None = None
     gate: GateLimits = GateLimits()  # this recipe's limits; unset ones fall back to its weight format's
     # The device it is made for (its profile's rules apply: tasks/targets.py); None: the run's `--target`s.
     target: Target | None = None

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import typing
 
 import nncf
 import pytest
@@ -64,8 +65,10 @@ def test_static_int8_fixes_overflow_unless_told_and_weight_only_hashes_as_before
     unsaid = Recipe(name="w8a8", bits=8, activations="int8")
     assert unsaid.overflow_fix == "enable"
     assert nncf_call(unsaid)[1]["advanced_parameters"].overflow_fix == nncf.OverflowFix.ENABLE
+    for value in typing.get_args(Recipe.model_fields["overflow_fix"].annotation.__args__[0]):
+        said = Recipe(name="w8a8", bits=8, activations="int8", overflow_fix=value)  # each is nncf's
+        assert nncf_call(said)[1]["advanced_parameters"].overflow_fix == nncf.OverflowFix(value)
     told = Recipe(name="w8a8", bits=8, activations="int8", overflow_fix="disable")
-    assert nncf_call(told)[1]["advanced_parameters"].overflow_fix == nncf.OverflowFix.DISABLE
     assert told.content_hash() != unsaid.content_hash()  # other bytes, another variant
     weight_only = Recipe(name="int8", bits=8)
     assert weight_only.overflow_fix is None
