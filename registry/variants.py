@@ -325,6 +325,11 @@ def _metric_values(
     if metrics.divergence:
         divergence = metrics.divergence
         values += [(name, getattr(divergence, name)) for name in ("mean_kld", "p99_kld", "top1_agreement")]
+    if metrics.generation:  # greedy continuations against the baseline's (tasks/generation.py)
+        values += [
+            ("generation_agreement", metrics.generation.token_agreement),
+            ("first_divergence_mean", metrics.generation.mean_first_divergence),
+        ]
     for name in ("ppl_increase_pct", "mean_kld", "top1_agreement") if verdict.estimates else ():
         interval = getattr(verdict.estimates, name)
         if interval is not None and interval.low is not None:  # the 95 % interval, where there is one

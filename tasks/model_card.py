@@ -211,6 +211,21 @@ def _quality(result: VariantResult, windows: int) -> list[str]:
     ]
 
 
+def _generation(result: VariantResult) -> list[str]:
+    """The greedy continuations' agreement with the original's, where it was measured (OpenVINO)."""
+    generation = result.metrics.generation
+    if generation is None:
+        return []
+    return [
+        f"Generation agreement: greedy continuations of {generation.prompts} fixed prompts "
+        f"({generation.new_tokens} new tokens each, through the chat template where the model has one): "
+        f"{generation.token_agreement * 100:.1f} % of the tokens are the original's at the same position; "
+        f"the first that is not comes at position {generation.mean_first_divergence:.1f} on average "
+        f"({generation.new_tokens}: none differs).",
+        "",
+    ]
+
+
 def _more_tokens(result: VariantResult, baseline: Baseline) -> list[str]:
     """A note when the variant's verdict needed more of the text than the run's windows."""
     tokens, first = result.metrics.perplexity.tokens_scored, baseline.metrics.perplexity.tokens_scored
@@ -288,6 +303,7 @@ def _body(
             *_hosts(result, baseline),
             *_more_tokens(result, baseline),
             *_quality(result, result.metrics.perplexity.windows),
+            *_generation(result),
             f"Gate {verdict}: " + "; ".join(result.verdict.reasons) + ".",
             *(["", *slo_card_lines(result.slo)] if result.slo else []),
             "",

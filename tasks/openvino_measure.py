@@ -17,6 +17,7 @@ from quantforge.core.mapped_files import pages_handed_back
 from quantforge.core.records import Divergence, Metrics, Perplexity, Speed, WeightShares
 from quantforge.tasks.datasets import TokenSet
 from quantforge.tasks.export import IR_BIN, IR_XML
+from quantforge.tasks.generation import GENERATION_FORM, generation_against
 from quantforge.tasks.host import host_profile
 from quantforge.tasks.metrics_cache import cached_baseline, cached_metrics, windows_key
 from quantforge.tasks.torch_runtime import COMPACT_FORM, SPEED_PROMPT, folder_size_mb, score_windows
@@ -136,16 +137,23 @@ def measure_model(
 ) -> Metrics:
     """All metrics of a variant's folder, with its divergence from the baseline whose distributions are
     kept in `against` (when given); cached per (folder, evaluation windows, new-token count, baseline,
-    precision)."""
-    key = f"openvino|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|against {against}|{precision}"
+    precision, prompts)."""
+    key = (
+        f"openvino|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|against {against}|{precision}"
+        f"|{GENERATION_FORM}"
+    )
     return cached_metrics(key, lambda: _measure(model_dir, windows, new_tokens, precision, against=against))
 
 
 def measure_baseline(
     model_dir: Path, windows: TokenSet, new_tokens: int | None, precision: str
 ) -> tuple[Metrics, Path]:
-    """All metrics of the baseline's folder, and the folder keeping its next-token distributions."""
-    key = f"openvino|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|{COMPACT_FORM}|{precision}"
+    """All metrics of the baseline's folder, and the folder keeping its next-token distributions and its
+    greedy continuations."""
+    key = (
+        f"openvino|{model_dir.resolve()}|{windows_key(windows)}|{new_tokens}|{COMPACT_FORM}|{precision}"
+        f"|{GENERATION_FORM}"
+    )
     return cached_baseline(key, lambda keep: _measure(model_dir, windows, new_tokens, precision, keep=keep))
 
 
@@ -163,6 +171,7 @@ def _measure(
     with pages_handed_back(IR_BIN):
         perplexity, divergence, ran_at = scores(model_dir, windows, against, keep, precision)
         speed = decode_speed(model_dir, new_tokens) if new_tokens else None
+        generation = generation_against(model_dir, against, keep)
     return Metrics(
         perplexity=perplexity,
         divergence=divergence,
@@ -171,6 +180,7 @@ def _measure(
         weights=weight_shares(model_dir),
         seconds=time.perf_counter() - started,
         host=host_profile(ran_at, openvino=True),
+        generation=generation,
     )
 
 

@@ -12,6 +12,7 @@ import torch
 from quantforge.core.records import Divergence, Interval, Metrics, Perplexity, Speed, Verdict, WeightShares
 from quantforge.tasks import torch_runtime
 from quantforge.tasks.gate import GateLimits, estimate, judge
+from quantforge.tasks.generation import NEW_TOKENS, PROMPTS
 from quantforge.tasks.report import quality_cells
 from quantforge.tasks.statistics import tokens_to_decide
 from quantforge.tasks.variants import more_windows
@@ -343,6 +344,18 @@ def test_a_run_reports_and_records_divergence_with_intervals(bundled_model, pref
         assert [r.split(":")[0] for r in variant["verdict"]["reasons"]][1:] == ["pass", "pass"]
     for result in first.variants:
         assert " | ".join(quality_cells(result).values()) in markdown_text
+    # generation agreement: OpenVINO's variant against its baseline's continuations; torchao's not measured
+    generation = document["int8-asym"]["metrics"]["generation"]
+    assert (generation["prompts"], generation["new_tokens"]) == (len(PROMPTS), NEW_TOKENS)
+    assert 0 <= generation["token_agreement"] <= 1 and len(generation["first_divergence"]) == len(PROMPTS)
+    logged = runs["int8-asym"].data.metrics
+    assert (logged["generation_agreement"], logged["first_divergence_mean"]) == (
+        generation["token_agreement"],
+        generation["mean_first_divergence"],
+    )
+    assert f"1st diff {generation['mean_first_divergence']:.1f}/{NEW_TOKENS} |" in markdown_text
+    assert document["torchao-int8"]["metrics"]["generation"] is None
+    assert "generation_agreement" not in runs["torchao-int8"].data.metrics
     assert all(v.reused for v in rerun.variants)
     assert {v.recipe: v.verdict for v in rerun.variants} == {v.recipe: v.verdict for v in first.variants}
     # each runtime's host profile: OpenVINO's names its version and the precision it ran at, PyTorch's f32

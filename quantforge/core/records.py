@@ -35,6 +35,16 @@ class Divergence(BaseModel):
     window_top1: list[int] = []  # tokens of each window whose top-1 agrees
 
 
+class GenerationAgreement(BaseModel):
+    """Greedy continuations of fixed prompts (tasks/generation.py), a variant's against its baseline's."""
+
+    prompts: int
+    new_tokens: int  # every continuation's length (EOS ignored)
+    token_agreement: float  # share of tokens identical to the baseline's at the same position
+    mean_first_divergence: float  # mean position of the first differing token (new_tokens: none differs)
+    first_divergence: list[int]  # each prompt's
+
+
 class Speed(BaseModel):
     """Greedy decode speed with a fixed prompt and new-token count."""
 
@@ -73,6 +83,8 @@ class Metrics(BaseModel):
     seconds: float = 0.0  # wall time of the whole measurement
     divergence: Divergence | None = None  # None for a baseline, and where not measured (IPEX, older runs)
     host: HostProfile | None = None  # None in records made before issue 19
+    # None for a baseline, and where not measured (the PyTorch runtimes, older records)
+    generation: GenerationAgreement | None = None
 
 
 class StepUsage(BaseModel):
