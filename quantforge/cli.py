@@ -25,6 +25,7 @@ from typer.utils import get_params_from_function
 
 from quantforge.core.errors import QuantforgeError, ServiceError
 from quantforge.core.redact import install_log_redaction, redact
+from quantforge.progress import LOG_FILE, run_view
 
 PLUGIN_GROUP = "quantforge.commands"  # entry points: plain functions with typer Annotated parameters
 # What `quantforge` exits with, for scripts and schedulers (docs/decisions.md, "Exit codes"); 0 is done.
@@ -109,7 +110,8 @@ app = typer.Typer(
 # A pipe or CI log gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
 AsJson = Annotated[
-    bool, typer.Option("--json", help="Print the result as one JSON document on stdout; logs go to stderr.")
+    bool,
+    typer.Option("--json", help="Print the result as one JSON document on stdout, and nothing else there."),
 ]
 
 
@@ -339,11 +341,26 @@ def with_one_off(values: dict[str, Any], options: OneOffRecipe) -> dict[str, Any
     return {k: v for k, v in values.items() if k not in ("recipes", "only")} | {"recipe": recipe}
 
 
-def run(values: dict[str, Any], *, one_off: OneOffRecipe, as_json: AsJson = False) -> None:
+def run(
+    values: dict[str, Any],
+    *,
+    one_off: OneOffRecipe,
+    as_json: AsJson = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "-v",
+            "--verbose",
+            help=f"Stream the run's logs (Prefect, nncf, warnings) to stderr too; without it they go only to "
+            f"OUTPUT_DIR/{LOG_FILE} and stderr shows the progress: a live table on a terminal, one line per "
+            "status change elsewhere.",
+        ),
+    ] = False,
+) -> None:
     """Quantize MODEL with each recipe of a set, or optimum-cli's options; measure and gate each variant."""
     request = request_from(with_one_off(values, one_off))
     with stdout_on_stderr(as_json):
-        report = run_flow(request)
+        report = run_flow(request, verbose)
     if as_json:
         print_json(report.model_dump(mode="json"))  # report.json's content
     else:
@@ -380,11 +397,12 @@ def _run_command() -> click.Command:
     return typer.main.get_command(command)
 
 
-def run_flow(request):
-    """Run the quantize flow; every failure a user can act on becomes one line and its exit code."""
+def run_flow(request, verbose: bool = False):
+    """Run the quantize flow showing its progress, its logs in the output folder (`progress.run_view`);
+    every failure a user can act on becomes one line and its exit code."""
     from quantforge.flows.quantize import quantize_flow
 
-    with one_line_failures():
+    with one_line_failures(), run_view(request.output_dir, verbose):
         return quantize_flow(request)
 
 

@@ -4,6 +4,7 @@ judged and recorded now. Either way a `VariantResult` naming the files this host
 from pathlib import Path
 from typing import Any
 
+from quantforge.core import progress
 from quantforge.core.locks import identity_lock
 from quantforge.core.manifest import is_intact
 from quantforge.core.records import Lineage, RecordedVariant
@@ -26,6 +27,8 @@ def registry_key(job: Job) -> str:
 def lookup_records(jobs: list[Job]) -> dict[str, RecordedVariant | None]:
     """The registry's record of each job on its evaluation windows at its precision, by recipe name; the
     record's metrics name the host that made them (`Metrics.host`)."""
+    for job in jobs:
+        progress.status(job.recipe.name, "plan", "waiting")
     return {
         job.recipe.name: lookup_task(registry_key(job), job.evaluation.content_hash, job.precision)
         for job in jobs
@@ -49,6 +52,7 @@ def outcome(
         if decision.make:
             runtime = BACKENDS[job.recipe.backend].runtime.name
             return _made(job, baselines[runtime], evaluation, mlflow_run, gates)
+        progress.status(job.recipe.name, "registry", "reused", note="the registry's record")
         return _reused(job, decision.reuse)
 
 
@@ -63,6 +67,7 @@ def _reused(job: Job, record: RecordedVariant) -> VariantResult:
 def _made(job: Job, baseline: Baseline, evaluation: str, mlflow_run: str, gates: GateLimits) -> VariantResult:
     made, metrics = make_variant(job, baseline)
     metrics, baseline, verdict = decided(job, baseline, metrics, effective_limits(job.recipe, gates))
+    progress.status(job.recipe.name, "gate", "done", note=verdict.outcome.lower())
     increase = ppl_increase_pct(metrics, baseline.metrics)
     lineage = Lineage(
         source_repo=job.source.repo,

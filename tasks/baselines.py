@@ -3,6 +3,7 @@ runtime is made, else taken from the lineage of the records the run reuses."""
 
 import math
 
+from quantforge.core import progress
 from quantforge.core.errors import QuantforgeError
 from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.backends.base import Baseline
@@ -21,7 +22,8 @@ def measure_baselines(
     backends = [BACKENDS[name] for name in dict.fromkeys(r.backend for r in recipes)]
     baselines = {}
     for runtime in {b.runtime.name: b.runtime for b in backends}.values():
-        baselines[runtime.name] = runtime.baseline(source, evaluation, request)
+        with progress.stage(f"baseline ({runtime.name})", "measure"):  # OpenVINO's includes the export
+            baselines[runtime.name] = runtime.baseline(source, evaluation, request)
         ppl = baselines[runtime.name].metrics.perplexity.ppl
         if not math.isfinite(ppl):
             raise QuantforgeError(

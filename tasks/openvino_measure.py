@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from rich.progress import Progress
 
+from quantforge.core import progress
 from quantforge.core.mapped_files import pages_handed_back
 from quantforge.core.records import Divergence, Metrics, Perplexity, Speed, WeightShares
 from quantforge.tasks.datasets import TokenSet
@@ -38,15 +38,16 @@ def scores(
     Against a baseline's kept distributions, the divergence too; with `keep`, keep this model's there
     (`torch_runtime.score_windows`). Also the precision the model ran at, as OpenVINO reports it."""
     forward, ran_at = window_logits(model_dir, windows.windows.shape[1], precision)
-    with Progress(transient=True) as progress:
-        bar = progress.add_task(f"perplexity {model_dir.name}", total=len(windows.windows))
+    total, done = len(windows.windows), 0
 
-        def logits_of(window: np.ndarray):
-            logits = forward(window)
-            progress.advance(bar)
-            return logits
+    def logits_of(window: np.ndarray):
+        nonlocal done
+        logits = forward(window)
+        done += 1
+        progress.advance(done, total, "windows")  # the live view's ETA
+        return logits
 
-        scored = score_windows(logits_of, windows.windows, against, keep)
+    scored = score_windows(logits_of, windows.windows, against, keep)
     divergence = scored["divergence"]
     return Perplexity(**scored["perplexity"]), Divergence(**divergence) if divergence else None, ran_at
 

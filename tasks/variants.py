@@ -14,6 +14,7 @@ from dataclasses import replace
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from quantforge.core import progress
 from quantforge.core.atomic import discard
 from quantforge.core.manifest import is_intact, read_manifest
 from quantforge.core.paths import data_dir
@@ -63,10 +64,15 @@ def make_variant(job: Job, baseline: Baseline) -> tuple[Made, Metrics]:
     backend = BACKENDS[job.recipe.backend]
     if backend.reuses_cache and is_intact(job.target):
         made = Made(manifest=read_manifest(job.target), usage=None)
+        progress.status(job.recipe.name, "quantize", "reused", note="this host's copy")
     else:
         discard(job.target)  # an earlier copy that failed verification
-        made = task(backend.make, name=f"{backend.name}-quantize", cache_policy=NO_CACHE)(job, baseline)
-    return made, made.metrics or backend.measure(job, baseline)
+        with progress.stage(job.recipe.name, "quantize"):
+            made = task(backend.make, name=f"{backend.name}-quantize", cache_policy=NO_CACHE)(job, baseline)
+    if made.metrics is not None:  # measured while made (the backend's own protocol)
+        return made, made.metrics
+    with progress.stage(job.recipe.name, "measure"):
+        return made, backend.measure(job, baseline)
 
 
 def decided(

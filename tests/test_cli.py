@@ -106,7 +106,8 @@ def test_a_service_that_fails_is_exit_3_in_one_line(tmp_path):
         (lines[name],) = stderr.splitlines()
     assert lines["pull"].startswith(f"error: MLflow at http://127.0.0.1:{port} failed: API request to ")
     assert lines["run"] == f"error: Prefect failed: Failed to reach API at http://127.0.0.1:{port}/api/"
-    assert not (tmp_path / "pulled").exists() and not output.exists()
+    assert not (tmp_path / "pulled").exists()
+    assert [p.name for p in output.iterdir()] == ["quantforge.log"]  # the failed run's logs only
 
 
 def test_pull_without_a_tracking_uri_or_a_registry_here_says_so(tmp_path, monkeypatch):
@@ -274,7 +275,7 @@ def requested(monkeypatch):
     """The request `quantforge run` builds, caught before any work."""
     caught = []
 
-    def catch(request):
+    def catch(request, verbose: bool = False):
         caught.append(request)
         raise typer.Exit(0)
 
@@ -493,7 +494,7 @@ def test_process_exit_code_and_nothing_left_behind(bundled_model, tmp_path):
     assert re.fullmatch(
         rf"error: `evaluation`: '{too_short}' has \d tokens, fewer than one window of 512", error_lines[0]
     )
-    assert list(output.iterdir()) == []
+    assert [p.name for p in output.iterdir()] == ["quantforge.log"]  # the failed run's logs, nothing else
 
 
 @pytest.mark.parametrize(
@@ -547,7 +548,8 @@ def test_window_longer_than_the_model_context_is_one_line_before_any_work(bundle
         "error: `window`: 1024 tokens is longer than the model's context "
         "(`max_position_embeddings` 512 in config.json)"
     ]
-    assert list(home.rglob("*.xml")) == [] and list(output.iterdir()) == []  # nothing exported
+    assert list(home.rglob("*.xml")) == []  # nothing exported
+    assert [p.name for p in output.iterdir()] == ["quantforge.log"]  # the failed run's logs only
 
 
 def test_importing_the_cli_changes_nothing_and_a_command_sets_up_the_process():

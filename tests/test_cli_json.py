@@ -4,6 +4,7 @@ small synthetic variant (tests/test_registry.py); `run` runs for real on a tiny 
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from quantforge.cli import app
 from quantforge.core import atomic
 from quantforge.core.manifest import read_manifest
 from quantforge.tasks.recipes import available_sets, load_recipe_set
+from quantforge_testing.servers import free_port
 from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import EVALUATION_TEXT
 from tests.test_registry import make_variant, record
@@ -101,34 +103,71 @@ def test_registry_commands_as_json(registered, tmp_path, monkeypatch):
 
 
 @pytest.mark.model
-def test_run_as_json_is_the_report_on_stdout_and_the_logs_on_stderr(bundled_model, tmp_path):
-    """A tiny Llama, one recipe in optimum-cli's words whose variant fails its size gate: exit 1,
-    report.json's content on stdout, and on stderr Prefect's logs and nncf's bit-width table (which nncf
-    writes to stdout)."""
+def test_run_shows_progress_and_logs_to_a_file(bundled_model, tmp_path):
+    """A tiny Llama, one recipe in optimum-cli's words whose variant fails its size gate (exit 1), through
+    pipes (not a terminal). `--json`: report.json's content on stdout; on stderr one plain line per status
+    change and nothing of Prefect's or nncf's, which go to OUTPUT_DIR/quantforge.log. Again with `-v`: the
+    variant is the registry's, and Prefect's lines stream to stderr as well. Then against a registry URI
+    with a password that nothing listens on: the log file names the server, not the password."""
     model = tiny_model("llama", tmp_path / "tiny-llama", bundled_model)
     output = tmp_path / "out"
-    done = subprocess.run(
-        [
-            *(QUANTFORGE, "run", str(model), "--weight-format", "int8", "--sym"),
-            *("--evaluation", str(EVALUATION_TEXT), "--window", "128", "--max-eval-windows", "1"),
-            *("--new-tokens", "4"),
-            *("--max-size-mb", "0.001", "--output-dir", str(output), "--json"),
-        ],
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "QUANTFORGE_HOME": str(tmp_path / "home"),
-            "PREFECT_HOME": str(tmp_path / "prefect"),  # its own ephemeral server's database
-            "PREFECT_LOGGING_LEVEL": "INFO",
-        },
-        timeout=600,
-    )
+    env = {
+        **os.environ,
+        "QUANTFORGE_HOME": str(tmp_path / "home"),
+        "PREFECT_HOME": str(tmp_path / "prefect"),  # its own ephemeral server's database
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+
+    def run(*options: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                *(QUANTFORGE, "run", str(model), "--weight-format", "int8", "--sym"),
+                *("--evaluation", str(EVALUATION_TEXT), "--window", "128", "--max-eval-windows", "1"),
+                *("--new-tokens", "4", "--max-size-mb", "0.001", "--output-dir", str(output), *options),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+
+    done = run("--json")
     assert done.returncode == 1, done.stderr[-3000:]  # no variant passed
     document = json.loads(done.stdout)
     (report,) = output.rglob("report.json")
     assert document == json.loads(report.read_text())
     assert document["best"] is None and [v["recipe"] for v in document["variants"]] == ["int8-sym"]
-    assert "Statistics of the bitwidth distribution" in done.stderr
-    assert "Finished in state Completed()" in done.stderr
-    assert f"report and variants in {output}" in done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[:2] == ["int8-sym: plan waiting", "baseline (openvino): measure running"]
+    assert re.fullmatch(r"baseline \(openvino\): measure done in \d+ s", lines[2])
+    assert lines[3] == "int8-sym: quantize running" and re.fullmatch(
+        r"int8-sym: quantize done in \d+ s", lines[4]
+    )
+    assert lines[5] == "int8-sym: measure running" and re.fullmatch(
+        r"int8-sym: measure done in \d+ s", lines[6]
+    )
+    assert lines[7:] == ["int8-sym: gate done (fail)", f"report and variants in {output}"]
+    log = (output / "quantforge.log").read_text()
+    assert "Statistics of the bitwidth distribution" in log  # nncf's table, which nncf writes to stdout
+    assert "Finished in state Completed()" in log and "int8-sym: quantize running" in log
+
+    again = run("-v")
+    assert again.returncode == 1, again.stderr[-3000:]
+    assert "int8-sym: registry reused (the registry's record)" in again.stderr.splitlines()
+    assert "Finished in state Completed()" in again.stderr  # Prefect's lines, as before progress
+    assert "int8-sym" in again.stdout and "best passing variant: none" in again.stdout  # the table
+    assert "Finished in state Completed()" in (output / "quantforge.log").read_text()  # this run's
+    assert "\x1b" not in done.stderr + again.stdout + again.stderr
+
+    secret, port = "canarysecret-5b07e2", free_port()
+    env |= {
+        "MLFLOW_TRACKING_URI": f"http://user:{secret}@127.0.0.1:{port}",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    }
+    unreachable = run()
+    assert unreachable.returncode == 3, unreachable.stderr[-3000:]  # a service failed
+    assert unreachable.stderr.splitlines()[-1].startswith(
+        f"error: MLflow at http://127.0.0.1:{port} failed: "
+    )
+    log = (output / "quantforge.log").read_text()
+    assert str(port) in log and secret not in log + unreachable.stderr
