@@ -27,8 +27,12 @@ def test_every_log_record_is_redacted_whatever_its_logger(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", f"{CANARY}-password")
     monkeypatch.setenv("HF_TOKEN", f"hf_{CANARY}")
     monkeypatch.setenv("PREFECT_API_AUTH_STRING", f"admin:{CANARY}-prefect")
+    monkeypatch.setattr(logging.Logger, "makeRecord", logging.Logger.makeRecord)  # restored after
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        logging.Formatter("%(flow_run_name)s | %(message)s", defaults={"flow_run_name": "-"})
+    )
     parent = logging.getLogger("quantforge-test-parent")
     parent.addHandler(handler)
     previous = logging.getLogRecordFactory()
@@ -38,6 +42,9 @@ def test_every_log_record_is_redacted_whatever_its_logger(monkeypatch):
         child = logging.getLogger("quantforge-test-parent.task_runs")
         child.warning("token %s, password %s", f"hf_{CANARY}", f"{CANARY}-password")
         child.warning("auth %s, 12 windows of 512 tokens by admin", f"{CANARY}-prefect")
+        # as Prefect's run loggers do: the run's name, which names the model, in `extra`
+        run_logger = logging.LoggerAdapter(child, {"flow_run_name": f"quantize https://u:{CANARY}@hub/m"})
+        run_logger.warning("Finished in state Completed()")
         try:
             raise ConnectionError(f"API request to http://user:{CANARY}-uri@mlflow:5000/api failed")
         except ConnectionError:
@@ -50,6 +57,7 @@ def test_every_log_record_is_redacted_whatever_its_logger(monkeypatch):
     assert "token ***, password ***" in written
     assert "auth ***, 12 windows of 512 tokens by admin" in written  # short values are not secrets
     assert "https://***@mlflow:5000" in written
+    assert "quantize https://***@hub/m | Finished in state Completed()" in written
     assert "ConnectionError: API request to http://***@mlflow:5000/api failed" in written  # the traceback
 
 

@@ -67,3 +67,22 @@ def install_log_redaction() -> None:
 
     redacting_factory.redacts = True
     logging.setLogRecordFactory(redacting_factory)
+    _redact_extras()
+
+
+def _redact_extras() -> None:
+    """Redact the `extra` fields a record is given after the factory made it (Prefect's run loggers put
+    `flow_run_name`, "quantize <model>", there, and its formatters print it before the message)."""
+    make_record = logging.Logger.makeRecord
+    if getattr(make_record, "redacts", False):
+        return
+
+    def redacting_make_record(
+        self, name, level, fn, lno, msg, args, exc_info, func=None, extra=None, sinfo=None
+    ):
+        if extra:
+            extra = {key: redact(value) if isinstance(value, str) else value for key, value in extra.items()}
+        return make_record(self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo)
+
+    redacting_make_record.redacts = True
+    logging.Logger.makeRecord = redacting_make_record
