@@ -172,7 +172,8 @@ def _measure(
     with pages_handed_back(IR_BIN):
         perplexity, divergence, ran_at = scores(model_dir, windows, against, keep, precision)
         speed = decode_speed(model_dir, new_tokens) if new_tokens else None
-        generation = generation_against(model_dir, against, keep)
+        # Decoding, like speed: not again in a rescoring round (new_tokens None), which keeps the first
+        generation = generation_against(model_dir, against, keep) if new_tokens else None
     return Metrics(
         perplexity=perplexity,
         divergence=divergence,

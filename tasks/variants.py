@@ -80,8 +80,8 @@ def decided(
 ) -> tuple[Metrics, Baseline, Verdict]:
     """The variant judged; while INCONCLUSIVE, it and its baseline scored again, paired, on more windows
     of the same evaluation text (the run's windows first), until decided or the text runs out. The
-    metrics, baseline and verdict of the last round; speed as first measured (it does not depend on the
-    windows)."""
+    metrics, baseline and verdict of the last round; speed and generation agreement as first measured
+    (they do not depend on the windows)."""
     backend = BACKENDS[job.recipe.backend]
     verdict = judge(metrics, baseline.metrics, limits)
     if not backend.reuses_cache:  # IPEX measures a variant only while making it
@@ -97,7 +97,7 @@ def decided(
         windows = evaluation_windows(spec, job.source.local_dir, length, count)
         baseline = backend.runtime.rescored(baseline, job.source, windows)
         rescored = backend.measure(replace(job, evaluation=windows, new_tokens=None), baseline)
-        metrics = rescored.model_copy(update={"speed": metrics.speed})
+        metrics = rescored.model_copy(update={"speed": metrics.speed, "generation": metrics.generation})
         verdict = judge(metrics, baseline.metrics, limits)
     return metrics, baseline, verdict
 

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from quantforge.core.records import Divergence, Interval, Metrics, Perplexity, Speed, Verdict, WeightShares
+from quantforge.core.records import (
+    Divergence,
+    GenerationAgreement,
+    Interval,
+    Metrics,
+    Perplexity,
+    Speed,
+    Verdict,
+    WeightShares,
+)
 from quantforge.tasks import torch_runtime
 from quantforge.tasks.gate import GateLimits, estimate, judge
 from quantforge.tasks.generation import NEW_TOKENS, PROMPTS
@@ -442,12 +451,15 @@ def first_round(monkeypatch, variant_nll, baseline_nll, limits: GateLimits):
         target=Path("/nonexistent"),
     )
     rounds = scored_again(monkeypatch, variant_nll, baseline_nll)
+    greedy = GenerationAgreement(
+        prompts=1, new_tokens=2, token_agreement=0.5, mean_first_divergence=1.0, first_divergence=[1]
+    )
     first = measured(variant_nll[:4]).model_copy(
-        update={"speed": Speed(tokens_per_second=9, ttft_ms=1, new_tokens=8)}
+        update={"speed": Speed(tokens_per_second=9, ttft_ms=1, new_tokens=8), "generation": greedy}
     )
     baseline = Baseline(runtime="openvino", label="IR", metrics=measured(baseline_nll[:4]))
     metrics, baseline, verdict = decided(job, baseline, first, limits)
-    assert metrics.speed == first.speed  # as first measured
+    assert metrics.speed == first.speed and metrics.generation == greedy  # as first measured
     assert baseline.metrics.perplexity.windows == metrics.perplexity.windows == ([4, *rounds])[-1]
     return rounds, verdict
 
