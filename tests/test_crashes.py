@@ -53,7 +53,9 @@ def test_kill_9_during_tokenization_then_rerun_tokenizes_again(medium, prefect_e
     home, output, log = tmp_path / "home", tmp_path / "output", tmp_path / "run.log"
     big_text = tmp_path / "big-evaluation.txt"
     big_text.write_text("\n\n".join([EVALUATION_TEXT.read_text()] * 400))
-    first = run(medium, home, output, log, env=prefect_env, evaluation=big_text)
+    # -v: Prefect's task-run lines on stderr, which the watcher below reads (without it they go to the
+    # output folder's quantforge.log)
+    first = run(medium, home, output, log, "-v", env=prefect_env, evaluation=big_text)
     fetched_at = []
 
     def tokenizing() -> bool:  # the source is in; give the evaluation-set task a moment to begin
@@ -65,7 +67,7 @@ def test_kill_9_during_tokenization_then_rerun_tokenizes_again(medium, prefect_e
     assert "Task run 'evaluation-set-" not in log.read_text(errors="replace")  # killed inside it
     assert list(home.glob("datasets/*.npy")) == []  # no token cache, whole or partial
 
-    rerun = run(medium, home, output, log, env=prefect_env, evaluation=big_text)
+    rerun = run(medium, home, output, log, "-v", env=prefect_env, evaluation=big_text)
     assert rerun.wait(timeout=600) == 0, log.read_text()[-3000:]
     assert_one_good_version(home, output)
     cached = list(home.glob("datasets/*.npy"))
