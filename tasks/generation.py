@@ -7,6 +7,7 @@ with them position by position."""
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,12 +31,11 @@ CONTINUATIONS = "continuations.json"  # in the baseline's kept folder, beside it
 GENERATION_FORM = f"greedy {len(PROMPTS)}x{NEW_TOKENS}"  # in the metrics cache keys: another set, new keys
 
 
-def continuations(model_dir: Path, new_tokens: int = NEW_TOKENS) -> list[list[int]]:
-    """The greedy continuation (token ids, exactly `new_tokens`) of every prompt, each through the model's
-    chat template when its tokenizer has one."""
+def continuations(pipe: Any, new_tokens: int = NEW_TOKENS) -> list[list[int]]:
+    """The greedy continuation (token ids, exactly `new_tokens`) of every prompt by an
+    `openvino_genai.LLMPipeline`, each through the model's chat template when its tokenizer has one."""
     import openvino_genai
 
-    pipe = openvino_genai.LLMPipeline(str(model_dir), "CPU")
     tokenizer = pipe.get_tokenizer()
     config = openvino_genai.GenerationConfig()
     config.max_new_tokens = new_tokens
@@ -71,13 +71,12 @@ def agreement(baseline: list[list[int]], variant: list[list[int]]) -> Generation
     )
 
 
-def generation_against(
-    model_dir: Path, against: Path | None, keep: Path | None
-) -> GenerationAgreement | None:
-    """With `keep`, keep this model's continuations there; `against` a baseline's kept ones, the agreement."""
+def generation_against(pipe: Any, against: Path | None, keep: Path | None) -> GenerationAgreement | None:
+    """With `keep`, keep the continuations of `pipe`'s model there; `against` a baseline's kept ones, the
+    agreement."""
     if against is None and keep is None:
         return None
-    tokens = continuations(model_dir)
+    tokens = continuations(pipe)
     if keep is not None:
         write_json(keep / CONTINUATIONS, {"prompts": list(PROMPTS), "tokens": tokens})
     if against is None:

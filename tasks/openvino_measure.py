@@ -113,11 +113,11 @@ def weight_shares(model_dir: Path) -> WeightShares:
     return WeightShares(**{k: v / total for k, v in counts.items()})
 
 
-def decode_speed(model_dir: Path, new_tokens: int = 64, repeats: int = 2) -> Speed:
-    """Median of `repeats` greedy generations of exactly `new_tokens` tokens, after one warm-up."""
+def decode_speed(pipe: Any, new_tokens: int = 64, repeats: int = 2) -> Speed:
+    """Median of `repeats` greedy generations of exactly `new_tokens` tokens by an
+    `openvino_genai.LLMPipeline`, after one warm-up."""
     import openvino_genai
 
-    pipe = openvino_genai.LLMPipeline(str(model_dir), "CPU")
     config = openvino_genai.GenerationConfig()
     config.max_new_tokens = new_tokens
     config.min_new_tokens = new_tokens
@@ -171,9 +171,14 @@ def _measure(
     # are handed back (1.6 against 2.3 GiB scoring an INT4 1.2 B model, the same speed).
     with pages_handed_back(IR_BIN):
         perplexity, divergence, ran_at = scores(model_dir, windows, against, keep, precision)
-        speed = decode_speed(model_dir, new_tokens) if new_tokens else None
-        # Decoding, like speed: not again in a rescoring round (new_tokens None), which keeps the first
-        generation = generation_against(model_dir, against, keep) if new_tokens else None
+        speed, generation = None, None
+        if new_tokens:  # decoding: not again in a rescoring round (new_tokens None), which keeps the first
+            import openvino_genai
+
+            pipe = openvino_genai.LLMPipeline(str(model_dir), "CPU")  # compiled once for both
+            speed = decode_speed(pipe, new_tokens)
+            generation = generation_against(pipe, against, keep)
+            del pipe
     return Metrics(
         perplexity=perplexity,
         divergence=divergence,

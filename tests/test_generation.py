@@ -50,13 +50,15 @@ def test_a_model_against_its_own_continuations_agrees_everywhere(bundled_model, 
     from quantforge_testing.tiny_models import tiny_model
 
     source = fetch_source(str(tiny_model("llama", tmp_path / "tiny-llama", bundled_model, seed=18)))
-    model = export_ir(source, "fp16").path
-    assert generation_against(model, against=None, keep=tmp_path) is None
+    import openvino_genai
+
+    pipe = openvino_genai.LLMPipeline(str(export_ir(source, "fp16").path), "CPU")
+    assert generation_against(pipe, against=None, keep=tmp_path) is None
     kept = json.loads((tmp_path / CONTINUATIONS).read_text())
     assert kept["prompts"] == list(PROMPTS) and [len(t) for t in kept["tokens"]] == [NEW_TOKENS] * len(
         PROMPTS
     )
-    same = generation_against(model, against=tmp_path, keep=None)
+    same = generation_against(pipe, against=tmp_path, keep=None)
     assert (same.prompts, same.new_tokens, same.token_agreement) == (len(PROMPTS), NEW_TOKENS, 1.0)
     assert same.first_divergence == [NEW_TOKENS] * len(PROMPTS) and same.mean_first_divergence == NEW_TOKENS
 
