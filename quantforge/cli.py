@@ -398,12 +398,15 @@ def _run_command() -> click.Command:
 
 
 def run_flow(request, verbose: bool = False):
-    """Run the quantize flow showing its progress, its logs in the output folder (`progress.run_view`);
-    every failure a user can act on becomes one line and its exit code."""
+    """Run the quantize flow (the search flow for `--recipes search`) showing its progress, its logs in
+    the output folder (`progress.run_view`); every failure a user can act on becomes one line and its exit
+    code."""
     from quantforge.flows.quantize import quantize_flow
+    from quantforge.flows.search import search_flow
+    from quantforge.tasks.search import SEARCH
 
     with one_line_failures(), run_view(request.output_dir, verbose):
-        return quantize_flow(request)
+        return (search_flow if request.recipes == SEARCH else quantize_flow)(request)
 
 
 def print_report(report) -> None:
@@ -428,11 +431,14 @@ def list_recipes(
     name: Annotated[str | None, typer.Argument(help="Show this set's recipes (name or YAML path).")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """List the shipped recipe sets, or the recipes of one set."""
+    """List the shipped recipe sets, or the recipes of one set (`search`: its first candidates, in order)."""
     from quantforge.tasks.recipes import available_sets, load_recipe_set
+    from quantforge.tasks.request import QuantizeRequest
+    from quantforge.tasks.search import DESCRIPTION, SEARCH, search_set
 
     if name is None:
         sets = {set_name: load_recipe_set(set_name).description for set_name in available_sets()}
+        sets[SEARCH] = DESCRIPTION
         if as_json:
             print_json([{"name": n, "description": d} for n, d in sets.items()])
         else:
@@ -440,7 +446,10 @@ def list_recipes(
                 console.print(f"{set_name}: {description}")
         return
     with one_line_failures():
-        recipe_set = load_recipe_set(name)
+        if name == SEARCH:
+            recipe_set = search_set(QuantizeRequest.model_fields["search_budget"].default)
+        else:
+            recipe_set = load_recipe_set(name)
     if as_json:
         recipes = [
             {**r.model_dump(mode="json"), "weight_format": r.weight_format, "content_hash": r.content_hash()}

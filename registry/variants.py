@@ -103,6 +103,8 @@ def finish_flow_run(run_id: str, report_folder: Path) -> None:
     client = mlflow_client()
     for name in ("report.json", "report.md", "pareto.png"):
         client.log_artifact(run_id, str(report_folder / name))
+    if (report_folder / "search.json").exists():  # the search's log (`--recipes search`)
+        client.log_artifact(run_id, str(report_folder / "search.json"))
     client.set_terminated(run_id, "FINISHED")
 
 

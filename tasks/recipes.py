@@ -19,6 +19,13 @@ from quantforge.tasks.slo import Slo
 from quantforge.tasks.targets import Target, target_problems
 
 RECIPE_SETS_DIR = Path(__file__).parent / "recipe_sets"
+SensitivityMetric = Literal[
+    "weight_quantization_error",
+    "hessian_input_activation",
+    "mean_activation_variance",
+    "max_activation_variance",
+    "mean_activation_magnitude",
+]
 
 
 class Recipe(BaseModel):
@@ -40,6 +47,9 @@ class Recipe(BaseModel):
     scale_estimation: bool = False
     gptq: bool = False
     lora_correction: bool = False
+    # Which layers keep `backup_precision` when ratio < 1 (nncf's SensitivityMetric). None: nncf's own
+    # choice, weight_quantization_error without calibration data, max_activation_variance with it.
+    sensitivity_metric: SensitivityMetric | None = None
     activations: Literal["none", "int8"] = "none"  # int8: static W8A8 through nncf.quantize
     smooth_quant_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
     # Static INT8 only: nncf's remedy for u8 x s8 products that saturate on CPUs without VNNI (AVX2:
@@ -83,7 +93,9 @@ class Recipe(BaseModel):
     @property
     def data_aware(self) -> bool:
         """True when the recipe needs calibration data."""
-        return self.awq or self.scale_estimation or self.gptq or self.lora_correction or self.static
+        by_activations = self.sensitivity_metric not in (None, "weight_quantization_error")
+        algorithms = self.awq or self.scale_estimation or self.gptq or self.lora_correction
+        return algorithms or self.static or by_activations
 
     @property
     def static(self) -> bool:
@@ -103,6 +115,8 @@ class Recipe(BaseModel):
         fields = self.model_dump(exclude={"name", "gate", "target"})
         if fields["overflow_fix"] is None:  # weight-only: hashed as before the field existed
             del fields["overflow_fix"]
+        if fields["sensitivity_metric"] is None:  # nncf's own choice: hashed as before the field existed
+            del fields["sensitivity_metric"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -119,6 +133,11 @@ def _combination_problems(recipe: Recipe) -> list[str]:
                 problems.append(f"`{flag}` is for 4-bit weights, not bits=8")
         if recipe.backup_precision is not None:
             problems.append("`backup_precision` is for 4-bit weights, not bits=8")
+    if recipe.sensitivity_metric is not None and recipe.ratio == 1.0:
+        problems.append(
+            f"`sensitivity_metric` {recipe.sensitivity_metric!r} needs `ratio` below 1 "
+            "(it picks the layers kept in backup precision)"
+        )
     if recipe.group_size is not None and recipe.group_size != -1 and recipe.group_size <= 0:
         problems.append(f"`group_size` must be positive or -1, got {recipe.group_size}")
     if recipe.gptq and recipe.lora_correction:

@@ -11,6 +11,7 @@ from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.backends.base import Baseline
 from quantforge.tasks.gate import KLD, PERCENT_CHANGE, SHARE, with_interval
 from quantforge.tasks.host import describe, same_machine
+from quantforge.tasks.search import SearchLog
 from quantforge.tasks.slo import SloReport, SloResult, slo_cell, slo_markdown
 
 OUTCOME_COLOURS = {"PASS": "tab:green", "INCONCLUSIVE": "tab:orange", "FAIL": "tab:red"}
@@ -60,6 +61,7 @@ class RunReport(BaseModel):
     pareto_front: list[str]
     wall_seconds: float
     slo: SloReport | None = None  # the SLO's derivation, verdicts and capacity here, when the run has one
+    search: SearchLog | None = None  # `--recipes search`: every candidate; `variants` are its front
 
 
 def measured_elsewhere(result: VariantResult, baselines: dict[str, Baseline]) -> str | None:
@@ -236,6 +238,7 @@ def markdown(report: RunReport) -> str:
         ),
         "",
         *([*slo_markdown(report.slo), ""] if report.slo else []),
+        *([*search_markdown(report.search), ""] if report.search else []),
         "## Registered in MLflow",
         *(
             f"- **{r.recipe}**: `{r.model_name}` version {r.model_version}"
@@ -245,6 +248,29 @@ def markdown(report: RunReport) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def search_markdown(log: SearchLog) -> list[str]:
+    """The search's section: its budget and spending, then every candidate, the front's first."""
+    minutes = f"{log.budget_minutes:g} min" if log.budget_minutes is not None else "no time limit"
+    order = sorted(log.entries, key=lambda e: (not e.on_front, e.size_mb))
+    return [
+        "## Search",
+        "",
+        f"{len(log.entries)} of at most {log.budget_variants} candidates ({minutes}; stopped by "
+        f"{log.stopped_by}) in {log.seconds:.0f} s; mean KLD on {log.proxy_windows} windows pruned those "
+        f"another at most their size beat by over {log.proxy_slack:.0%}. Front (size vs Δppl): "
+        f"{', '.join(log.front) or '-'}.",
+        "",
+        "| candidate | size MiB | proxy KLD | stage | Δppl | verdict | front | registered |",
+        "|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {e.recipe.name} | {e.size_mb:.1f} | {format(e.proxy_kld, KLD[0])} | {e.stage} | "
+            f"{with_interval(e.ppl_increase_pct, *PERCENT_CHANGE) if e.ppl_increase_pct else '-'} | "
+            f"{e.verdict or '-'} | {'yes' if e.on_front else '-'} | {'yes' if e.registered else '-'} |"
+            for e in order
+        ),
+    ]
 
 
 def hosts(report: RunReport) -> dict[str, list[str]]:
@@ -298,6 +324,8 @@ def pareto_plot(report: RunReport, path: Path) -> None:
 def write_report(report: RunReport, folder: Path) -> None:
     """report.json, report.md and pareto.png into `folder`, plus Prefect artifacts when in a flow run."""
     write_json(folder / "report.json", report.model_dump(mode="json"))
+    if report.search is not None:
+        write_json(folder / "search.json", report.search.model_dump(mode="json"))
     (folder / "report.md").write_text(markdown(report))
     pareto_plot(report, folder / "pareto.png")
     _prefect_artifacts(report)

@@ -11,6 +11,7 @@ from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.gate import GateLimits
 from quantforge.tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id
 from quantforge.tasks.recipes import Recipe, load_recipe_set
+from quantforge.tasks.search import SEARCH, exploration_order
 from quantforge.tasks.slo import Slo, load_slo
 from quantforge.tasks.targets import Target, refused_for_targets
 
@@ -26,7 +27,21 @@ class QuantizeRequest(BaseModel):
         default="main", min_length=1, description="Branch, tag or commit sha of a Hub model."
     )
     recipes: str = Field(
-        default="default", description="Recipe set name (see `quantforge recipes`) or YAML path."
+        default="default",
+        description="Recipe set name (see `quantforge recipes`) or YAML path; `search`: an INT4 search.",
+    )
+    # The search's budget: its candidates (in the order of tasks/search.py) and, optionally, its minutes.
+    search_budget: int = Field(
+        default=12, ge=1, le=500, description="`--recipes search`: at most this many candidates."
+    )
+    search_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        description="`--recipes search`: start no candidate after 60 % of these minutes (the rest scores "
+        "the survivors fully).",
+    )
+    search_windows: int = Field(
+        default=4, ge=1, description="`--recipes search`: evaluation windows the KLD proxy is scored on."
     )
     only: list[str] = Field(default_factory=list, description="Run only this recipe of the set (repeatable).")
     recipe: Recipe | None = Field(
@@ -105,6 +120,14 @@ class QuantizeRequest(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _search_options_for_search(self) -> "QuantizeRequest":
+        search_fields = ("search_budget", "search_minutes", "search_windows")
+        given = [f for f in search_fields if getattr(self, f) != type(self).model_fields[f].default]
+        if given and self.recipes != SEARCH:
+            raise ValueError(f"`{'`, `'.join(given)}` need(s) `recipes` {SEARCH!r}, got {self.recipes!r}")
+        return self
+
+    @model_validator(mode="after")
     def _check_recipes(self) -> "QuantizeRequest":
         recipes = self.selected_recipes()
         if refused := refused_for_targets(recipes, self.targets):
@@ -143,13 +166,18 @@ class QuantizeRequest(BaseModel):
         """The SLO of `slo`'s file, else the recipe set's own; None: no SLO gate."""
         if self.slo is not None:
             return load_slo(self.slo)
-        return None if self.recipe is not None else load_recipe_set(self.recipes).slo
+        if self.recipe is not None or self.recipes == SEARCH:
+            return None
+        return load_recipe_set(self.recipes).slo
 
     def selected_recipes(self) -> list[Recipe]:
         """The one `recipe`, or the recipes of the set narrowed to `only` when given."""
         if self.recipe is not None:
             return [self.recipe]
-        recipes = load_recipe_set(self.recipes).recipes
+        if self.recipes == SEARCH:
+            recipes = exploration_order(self.search_budget)
+        else:
+            recipes = load_recipe_set(self.recipes).recipes
         if not self.only:
             return recipes
         unknown = sorted(set(self.only) - {r.name for r in recipes})

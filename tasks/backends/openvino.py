@@ -198,6 +198,7 @@ def to_optimum_config(recipe: Recipe) -> Any:
         gptq=recipe.gptq or None,
         lora_correction=recipe.lora_correction or None,
         backup_precision=recipe.backup_precision,
+        sensitivity_metric=recipe.sensitivity_metric,
         group_size_fallback=recipe.group_size_fallback if recipe.bits == 4 else None,
     )
 

@@ -62,7 +62,7 @@ def openvino_only_problems(recipe: Recipe) -> list[str]:
     ]
     if recipe.ratio < 1.0:
         problems.append(f"`ratio` below 1 is an OpenVINO (nncf) option, not available with backend {backend}")
-    for field in ("backup_precision", "overflow_fix"):
+    for field in ("backup_precision", "overflow_fix", "sensitivity_metric"):
         if getattr(recipe, field) is not None:
             problems.append(f"`{field}` is an OpenVINO (nncf) option, not available with backend {backend}")
     return problems
