@@ -18,7 +18,7 @@ from quantforge.registry.run_links import link_hub_commits, link_mlflow_run
 from quantforge.registry.slo import slo_gate_task
 from quantforge.registry.variants import finish_flow_run, flow_run
 from quantforge.tasks.baselines import measure_baselines, run_baselines, run_toolchain
-from quantforge.tasks.datasets import calibration_samples_task, evaluation_windows_task
+from quantforge.tasks.datasets import calibration_samples_task, evaluation_windows_task, protocol_windows
 from quantforge.tasks.fetch import fetch_source_task
 from quantforge.tasks.output import check_writable, write_output_task
 from quantforge.tasks.plan import plan
@@ -41,8 +41,11 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
         trust_remote_code=request.trust_remote_code,
         allow_pickle=request.allow_pickle,
     )
+    window, max_windows = protocol_windows(
+        request.protocol, request.window, request.max_eval_windows, source.local_dir
+    )
     evaluation = evaluation_windows_task(
-        request.evaluation, source.local_dir, request.window, request.max_eval_windows
+        request.evaluation, source.local_dir, window, max_windows, request.protocol
     )
     calibration = None
     if any(r.data_aware for r in recipes):
@@ -71,7 +74,7 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
         decisions = plan(recipes, lookup_records(jobs), request.gates)
         to_make = [d.recipe for d in decisions if d.make]
         baselines, backend_baseline_ppl = {}, {}
-        with reserved_memory(source.local_dir, request.window) if to_make else contextlib.nullcontext():
+        with reserved_memory(source.local_dir, window) if to_make else contextlib.nullcontext():
             if to_make:
                 baselines, backend_baseline_ppl = measure_baselines(to_make, source, evaluation, request)
             results = [
@@ -96,6 +99,7 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
             evaluation=request.evaluation,
             evaluation_hash=evaluation.content_hash,
             eval_tokens=evaluation.tokens,
+            protocol=request.protocol,
             calibration=request.calibration if calibration is not None else None,
             baselines=baselines,
             backend_baseline_ppl=backend_baseline_ppl,

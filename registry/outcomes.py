@@ -77,6 +77,7 @@ def _made(job: Job, baseline: Baseline, evaluation: str, mlflow_run: str, gates:
         baseline=baseline.metrics,
         baseline_label=baseline.label,
         inference_precision=job.precision,
+        protocol=job.evaluation.protocol,
     )
     record = record_variant_task(
         mlflow_run, job.target, made.manifest, made.usage, metrics, increase, verdict, lineage

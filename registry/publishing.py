@@ -28,7 +28,7 @@ def publish_registered(
 ) -> list[str]:
     """Push every registered, unpublished variant; return one line per variant that could not be pushed."""
     failures = []
-    evaluation = dataset_ref(request.evaluation, evaluation_hash, "evaluation")
+    evaluation = dataset_ref(request.evaluation, evaluation_hash, "evaluation", request.protocol)
     source_license = None  # looked up once, when a first variant is to be pushed
     for result in results:
         if result.model_version is None:

@@ -150,6 +150,7 @@ def record_variant(
         f"{TAG}evaluation": lineage.evaluation,
         f"{TAG}evaluation_hash": lineage.evaluation_hash,
         f"{TAG}inference_precision": str(lineage.inference_precision),
+        f"{TAG}protocol": lineage.protocol,
         **_host_tags(metrics.host),
         f"{TAG}passed": str(verdict.passed).lower(),
         f"{TAG}outcome": verdict.outcome,

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +19,13 @@ from quantforge.core.retries import is_transient, only_io_errors
 from quantforge.tasks.fetch import read_json_object
 
 Role = Literal["calibration", "evaluation"]
+# How the evaluation text becomes windows: quantforge's (its paragraphs, `window` tokens, at most
+# `max_eval_windows`) or the GPTQ/AWQ papers' (wikitext2's test split, every window of the context or 2048).
+Protocol = Literal["quantforge", "gptq"]
+PAPERS_DATASET = "wikitext2"
+# GPTQ's `model.seqlen` (2048: OPT's, BLOOM's and LLaMA's context), the windows of the tables AWQ and
+# later papers copy; a model with a shorter context gets windows of its own context.
+PAPERS_WINDOW = 2048
 # Hub datasets: (repo, config or data files, split per role). Calibration never reads an evaluation split.
 HUB_DATASETS = {
     "wikitext2": {
@@ -55,6 +63,7 @@ class TokenSet(BaseModel):
     role: Role
     windows: np.ndarray
     content_hash: str
+    protocol: Protocol = "quantforge"
     overlap_removed: int = 0  # calibration paragraphs dropped because the evaluation text has them too
 
     @property
@@ -94,6 +103,11 @@ def _use_endpoint(endpoint: str) -> None:
 
 
 def _hub_paragraphs(name: str, role: Role) -> list[str]:
+    return [t.strip() for t in hub_rows(name, role) if t.strip()]
+
+
+def hub_rows(name: str, role: Role) -> list[str]:
+    """The `text` rows of a Hub dataset's split for `role`, as served (empty rows and spaces kept)."""
     import datasets
 
     entry = HUB_DATASETS[name]
@@ -119,7 +133,7 @@ def _hub_paragraphs(name: str, role: Role) -> list[str]:
             f"`{role}`: could not load {name!r} ({entry['path']}) from {endpoint}: {reason} "
             "(offline? pass a local .txt/.jsonl file or folder instead)"
         ) from error
-    return [t.strip() for t in data["text"] if t.strip()]
+    return list(data["text"])
 
 
 def _normalize(paragraph: str) -> str:
@@ -142,16 +156,23 @@ def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _tokenize(paragraphs: list[str], tokenizer_dir: Path) -> np.ndarray:
+def _tokenize(paragraphs: list[str], tokenizer_dir: Path, protocol: Protocol) -> np.ndarray:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    ids = tokenizer("\n\n".join(paragraphs), add_special_tokens=False, verbose=False)["input_ids"]
+    # The papers' text keeps the tokenizer's special tokens (one BOS before the whole text, where the
+    # tokenizer adds one), as GPTQ's `tokenizer("\n\n".join(testdata['text']))` does; ours has none.
+    special = protocol == "gptq"
+    ids = tokenizer("\n\n".join(paragraphs), add_special_tokens=special, verbose=False)["input_ids"]
     return np.asarray(ids, dtype=np.int64)
 
 
-def _cached_token_stream(paragraphs: list[str], tokenizer_dir: Path) -> tuple[np.ndarray, str]:
+def _cached_token_stream(
+    paragraphs: list[str], tokenizer_dir: Path, protocol: Protocol = "quantforge"
+) -> tuple[np.ndarray, str]:
     digest = hashlib.sha256(tokenizer_fingerprint(tokenizer_dir).encode())
+    if protocol != "quantforge":  # the default's hashes stay those of the records made before protocols
+        digest.update(f"protocol {protocol}\0".encode())
     for paragraph in paragraphs:
         digest.update(paragraph.encode() + b"\0")
     content_hash = digest.hexdigest()
@@ -161,7 +182,7 @@ def _cached_token_stream(paragraphs: list[str], tokenizer_dir: Path) -> tuple[np
             return np.load(cache), content_hash
         except (ValueError, OSError):  # a truncated cache file is rebuilt, not trusted
             cache.unlink()
-    ids = _tokenize(paragraphs, tokenizer_dir)
+    ids = _tokenize(paragraphs, tokenizer_dir, protocol)
     with atomic_file(cache) as partial, partial.open("wb") as handle:
         np.save(handle, ids)
     return ids, content_hash
@@ -178,11 +199,34 @@ def check_fits_context(field: str, tokens: int, model_dir: Path) -> None:
         )
 
 
-def evaluation_windows(spec: str, tokenizer_dir: Path, window: int, max_windows: int) -> TokenSet:
-    """Non-overlapping windows from the start of the evaluation text (the same for every variant)."""
+def protocol_windows(protocol: Protocol, window: int, max_windows: int, model_dir: Path) -> tuple[int, int]:
+    """The window length and the most windows a protocol scores: the request's under quantforge's; the
+    model's context or 2048 tokens (the lesser), and every window, under the papers'."""
+    if protocol == "quantforge":
+        return window, max_windows
+    context = read_json_object(model_dir / "config.json", model_dir.name).get("max_position_embeddings")
+    return min(context, PAPERS_WINDOW) if isinstance(context, int) else PAPERS_WINDOW, sys.maxsize
+
+
+def evaluation_text(spec: str, tokenizer_dir: Path, protocol: Protocol) -> tuple[np.ndarray, str]:
+    """The evaluation text's token ids and their hash. quantforge's: its non-empty paragraphs, stripped,
+    joined by a blank line. The papers': wikitext2's test rows as served, empty ones included, joined by
+    "\n\n" and tokenized at once, as GPTQ's `datautils.get_wikitext2` (IST-DASLab/gptq) does:
+    `testenc = tokenizer("\n\n".join(testdata['text']), return_tensors='pt')`."""
+    if protocol == "quantforge":
+        return _cached_token_stream(read_paragraphs(spec, "evaluation"), tokenizer_dir)
+    if spec != PAPERS_DATASET:
+        raise QuantforgeError(f"`protocol` {protocol!r} scores {PAPERS_DATASET}: not `evaluation` {spec!r}")
+    return _cached_token_stream(hub_rows(spec, "evaluation"), tokenizer_dir, protocol)
+
+
+def evaluation_windows(
+    spec: str, tokenizer_dir: Path, window: int, max_windows: int, protocol: Protocol = "quantforge"
+) -> TokenSet:
+    """Non-overlapping windows from the start of the evaluation text (the same for every variant); the
+    tail shorter than a window is left out, as the papers leave it."""
     check_fits_context("window", window, tokenizer_dir)
-    paragraphs = read_paragraphs(spec, "evaluation")
-    ids, content_hash = _cached_token_stream(paragraphs, tokenizer_dir)
+    ids, content_hash = evaluation_text(spec, tokenizer_dir, protocol)
     count = min(len(ids) // window, max_windows)
     if count < 1:
         raise QuantforgeError(
@@ -190,7 +234,11 @@ def evaluation_windows(spec: str, tokenizer_dir: Path, window: int, max_windows:
         )
     windows = ids[: count * window].reshape(count, window)
     return TokenSet(
-        spec=spec, role="evaluation", windows=windows, content_hash=_windows_hash(content_hash, windows)
+        spec=spec,
+        role="evaluation",
+        windows=windows,
+        content_hash=_windows_hash(content_hash, windows),
+        protocol=protocol,
     )
 
 

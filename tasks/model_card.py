@@ -20,7 +20,7 @@ from quantforge.core.manifest import Manifest
 from quantforge.core.records import Metrics
 from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.backends.base import Baseline
-from quantforge.tasks.datasets import HUB_DATASETS, Role
+from quantforge.tasks.datasets import HUB_DATASETS, Protocol, Role
 from quantforge.tasks.fetch import HUB_READ_RETRIES, SourceModel
 from quantforge.tasks.host import describe, same_machine
 from quantforge.tasks.report import VariantResult, quality_cells
@@ -67,9 +67,14 @@ class CardContext(BaseModel):
     source_license: dict[str, str] = {}  # `license` (+ `license_name`, `license_link`); {} when unknown
 
 
-def dataset_ref(spec: str, content_hash: str | None, role: Role) -> DatasetRef:
-    """How the card names the dataset `spec` of `role`: its Hub id where it is a named one."""
+def dataset_ref(
+    spec: str, content_hash: str | None, role: Role, protocol: Protocol = "quantforge"
+) -> DatasetRef:
+    """How the card names the dataset `spec` of `role`: its Hub id where it is a named one, and the
+    papers' protocol where the run scored it under that one."""
     digest = f"token ids sha256 {content_hash[:12]}" if content_hash else "token ids not recorded"
+    if protocol != "quantforge":
+        digest = f"{protocol} protocol (the GPTQ/AWQ papers' windows), {digest}"
     if spec not in HUB_DATASETS:
         return DatasetRef(hub_id=None, description=f"local text, {digest}")
     entry = HUB_DATASETS[spec]

@@ -50,6 +50,7 @@ class RunReport(BaseModel):
     evaluation: str
     evaluation_hash: str
     eval_tokens: int
+    protocol: str = "quantforge"  # the perplexity protocol (QuantizeRequest.protocol)
     calibration: str | None
     # by runtime (openvino, pytorch): the unquantized source each runtime's variants are judged against
     baselines: dict[str, Baseline]
@@ -200,7 +201,7 @@ def markdown(report: RunReport) -> str:
     lines = [
         f"# quantforge: {report.source_repo}@{report.source_sha[:12]}",
         "",
-        f"Evaluation: {report.evaluation} ({report.eval_tokens} tokens), "
+        f"Evaluation: {report.evaluation} ({report.eval_tokens} tokens, {report.protocol} protocol), "
         f"calibration: {report.calibration or '-'}; "
         f"best passing variant: **{report.best or 'none'}**; Pareto front (size vs ppl): "
         f"{', '.join(report.pareto_front) or '-'}; wall time {report.wall_seconds:.0f} s.",

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from quantforge.core.errors import QuantforgeError, truncated
 from quantforge.core.yaml_input import MAX_MESSAGE
 from quantforge.tasks.backends import BACKENDS
+from quantforge.tasks.datasets import PAPERS_DATASET, Protocol
 from quantforge.tasks.gate import GateLimits
 from quantforge.tasks.publish import DEFAULT_REPO_TEMPLATE, hub_repo_id
 from quantforge.tasks.recipes import Recipe, load_recipe_set
@@ -58,6 +59,12 @@ class QuantizeRequest(BaseModel):
     seq_len: int = Field(default=128, ge=8, le=8192, description="Tokens per calibration sample.")
     window: int = Field(default=512, ge=16, le=8192, description="Tokens per perplexity window.")
     max_eval_windows: int = Field(default=32, ge=1, description="At most this many evaluation windows.")
+    protocol: Protocol = Field(
+        default="quantforge",
+        description="Perplexity protocol: quantforge (--window, --max-eval-windows of the evaluation text) "
+        "or gptq (the GPTQ/AWQ papers': wikitext2's test split, every window of the model's context or "
+        "2048).",
+    )
     seed: int = Field(default=0, ge=0, description="Calibration sampling seed.")
     new_tokens: int = Field(
         default=64, ge=1, le=4096, description="Tokens generated in the decode speed test."
@@ -116,6 +123,30 @@ class QuantizeRequest(BaseModel):
         if self.recipe is not None and (given := sorted({"recipes", "only"} & self.model_fields_set)):
             raise ValueError(
                 f"`recipe` {self.recipe.name!r} replaces the recipe set: not with `{'`, `'.join(given)}`"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_protocol(self) -> "QuantizeRequest":
+        if self.protocol == "quantforge":
+            return self
+        if self.evaluation != PAPERS_DATASET:
+            raise ValueError(
+                f"`protocol` {self.protocol!r} scores {PAPERS_DATASET}'s test split: not `evaluation` "
+                f"{self.evaluation!r}"
+            )
+        # Other values than the defaults: the CLI passes every option, so a field given is not told apart
+        # from one left at its default.
+        fields = type(self).model_fields
+        given = [
+            f"`{n}` {getattr(self, n)}"
+            for n in ("window", "max_eval_windows")
+            if getattr(self, n) != fields[n].default
+        ]
+        if given:
+            raise ValueError(
+                f"`protocol` {self.protocol!r} sets the windows (the model's context or 2048 tokens, every "
+                f"one): not with {', '.join(given)}"
             )
         return self
 

@@ -86,15 +86,17 @@ def decided(
     verdict = judge(metrics, baseline.metrics, limits)
     if not backend.reuses_cache:  # IPEX measures a variant only while making it
         return metrics, baseline, verdict
-    spec, length = job.evaluation.spec, job.evaluation.windows.shape[1]
+    spec, length, protocol = job.evaluation.spec, job.evaluation.windows.shape[1], job.evaluation.protocol
     available = None
     while verdict.outcome == "INCONCLUSIVE":
         if available is None:  # read the whole text only once a verdict asks for more of it
-            available = len(evaluation_windows(spec, job.source.local_dir, length, sys.maxsize).windows)
+            available = len(
+                evaluation_windows(spec, job.source.local_dir, length, sys.maxsize, protocol).windows
+            )
         count = more_windows(verdict, metrics.perplexity.windows, available, length - 1)
         if count is None:
             break
-        windows = evaluation_windows(spec, job.source.local_dir, length, count)
+        windows = evaluation_windows(spec, job.source.local_dir, length, count, protocol)
         baseline = backend.runtime.rescored(baseline, job.source, windows)
         rescored = backend.measure(replace(job, evaluation=windows, new_tokens=None), baseline)
         metrics = rescored.model_copy(update={"speed": metrics.speed, "generation": metrics.generation})

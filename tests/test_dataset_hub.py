@@ -15,7 +15,13 @@ from huggingface_hub import constants
 from transformers import AutoTokenizer
 
 from quantforge.core.errors import QuantforgeError, TransientError
-from quantforge.tasks.datasets import calibration_samples, evaluation_windows, read_paragraphs
+from quantforge.registry.tracking import experiment_id, mlflow_client
+from quantforge.tasks.datasets import (
+    calibration_samples,
+    evaluation_windows,
+    protocol_windows,
+    read_paragraphs,
+)
 from quantforge_testing.dataset_repos import (
     C4_REPO,
     C4_SHARDS,
@@ -172,40 +178,79 @@ def test_a_hostile_commit_header_of_the_dataset_hub_is_refused(served, tmp_path)
     assert not list(tmp_path.rglob("escaped"))
 
 
+def gptq_joined_ids(tokenizer_dir) -> list[int]:
+    """The served test split as GPTQ's `datautils.get_wikitext2` tokenizes it: every row, one string."""
+    rows = wikitext_rows(WIKITEXT_2["test"])
+    return AutoTokenizer.from_pretrained(tokenizer_dir)("\n\n".join(rows))["input_ids"]
+
+
+@pytest.mark.model
+def test_the_papers_protocol_windows_the_joined_test_split(served, bundled_model, tmp_path):
+    """`gptq`: the test split's rows as served (empty ones too) joined by a blank line, tokenized once,
+    every full window of the model's context (at most 2048) kept, the tail dropped."""
+    model = tmp_path / "short-context"
+    model.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(bundled_model / name, model / name)
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 256}))
+    assert protocol_windows("gptq", 512, 32, model) == (256, sys.maxsize)
+    assert protocol_windows("quantforge", 512, 32, model) == (512, 32)
+    ids = gptq_joined_ids(model)
+    papers = evaluation_windows("wikitext2", model, 256, sys.maxsize, "gptq")
+    count = len(ids) // 256
+    assert papers.windows.shape == (count, 256) and count > 8 and len(ids) % 256
+    assert papers.windows.ravel().tolist() == ids[: count * 256]
+    assert papers.protocol == "gptq"
+    ours = evaluation_windows("wikitext2", model, 256, sys.maxsize)
+    assert ours.windows.shape[1] == 256 and ours.content_hash != papers.content_hash
+    assert papers.windows[0].tolist() != ours.windows[0].tolist()  # ours strips and drops empty rows
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 4096}))
+    assert protocol_windows("gptq", 512, 32, model) == (2048, sys.maxsize)
+
+
 @pytest.mark.model
 def test_quantforge_run_calibrates_and_evaluates_on_wikitext2_from_the_hub(
-    served, bundled_model, prefect_harness, tmp_path
+    served, bundled_model, prefect_harness, tmp_path, monkeypatch
 ):
     """`quantforge run --calibration wikitext2 --evaluation wikitext2` on a tiny random Llama with one
-    data-aware recipe: the windows it scored and the samples it calibrated on are the served text's."""
+    data-aware recipe: the windows it scored and the samples it calibrated on are the served text's. Then
+    `--protocol gptq` on the same variant: every 512-token window (the model's context) of the joined test
+    split, measured again (the default protocol's record is not reused) and recorded as gptq's."""
     from prefect.settings import PREFECT_API_URL
 
     model = tiny_model("llama", tmp_path / "tiny-llama", bundled_model)
-    output, home = tmp_path / "out", tmp_path / "home"
-    options = ["--window", "128", "--max-eval-windows", "4", "--num-samples", "8", "--seq-len", "64"]
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "quantforge.cli", "run", str(model), "--recipes", "default"),
-            *("--only", "int4-awq-se", "--calibration", "wikitext2", "--evaluation", "wikitext2"),
-            *options,
-            *("--new-tokens", "4", "--output-dir", str(output)),
-        ],
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "PREFECT_API_URL": PREFECT_API_URL.value(),
-            "PREFECT_LOGGING_LEVEL": "ERROR",
-            "QUANTFORGE_HOME": str(home),
-            "HF_HOME": str(tmp_path / "run-hf-home"),  # a process of its own: fresh caches from the env
-        },
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    (report_file,) = output.glob("*/report.json")
-    report = json.loads(report_file.read_text())
+    home = tmp_path / "home"
+
+    def run(output, *options: str) -> dict:
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "quantforge.cli", "run", str(model), "--recipes", "default"),
+                *("--only", "int4-awq-se", "--calibration", "wikitext2", "--evaluation", "wikitext2"),
+                *("--num-samples", "8", "--seq-len", "64"),
+                *options,
+                *("--new-tokens", "4", "--output-dir", str(output)),
+            ],
+            capture_output=True,
+            text=True,
+            env={
+                **os.environ,
+                "PREFECT_API_URL": PREFECT_API_URL.value(),
+                "PREFECT_LOGGING_LEVEL": "ERROR",
+                "QUANTFORGE_HOME": str(home),
+                "HF_HOME": str(tmp_path / "run-hf-home"),  # a process of its own: fresh caches from the env
+            },
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        (report_file,) = output.glob("*/report.json")
+        return json.loads(report_file.read_text())
+
+    output = tmp_path / "out"
+    report = run(output, "--window", "128", "--max-eval-windows", "4")
     assert (report["evaluation"], report["calibration"]) == ("wikitext2", "wikitext2")
     (variant,) = report["variants"]
     assert variant["recipe"] == "int4-awq-se" and report["eval_tokens"] == 4 * 128
+    assert report["protocol"] == "quantforge"
+    (report_file,) = output.glob("*/report.json")
     manifest = json.loads((report_file.parent / "variants" / "int4-awq-se" / "manifest.json").read_text())
     # The same windows and samples as the loaders make of the served text in this process.
     assert report["evaluation_hash"] == evaluation_windows("wikitext2", model, 128, 4).content_hash
@@ -215,3 +260,24 @@ def test_quantforge_run_calibrates_and_evaluates_on_wikitext2_from_the_hub(
     for split in ("test", "train"):  # once by the run, once by this process
         path = f"^/datasets/{WIKITEXT_REPO}/resolve/{sha}/wikitext-2-raw-v1/{split}-00000-of-00001.parquet$"
         assert served.hub.requests("GET", path, 200) == 2
+
+    papers = run(tmp_path / "papers", "--protocol", "gptq")
+    count = len(gptq_joined_ids(model)) // 512  # the tiny Llama's context
+    (scored,) = papers["variants"]
+    assert papers["protocol"] == "gptq" and papers["eval_tokens"] == count * 512
+    perplexity = scored["metrics"]["perplexity"]
+    assert (perplexity["windows"], perplexity["tokens_scored"]) == (count, count * 511)
+    assert scored["identity"] == variant["identity"]  # the same variant, not the same record
+    papers_windows = evaluation_windows("wikitext2", model, 512, count, "gptq")
+    assert papers["evaluation_hash"] == papers_windows.content_hash
+    (markdown,) = (tmp_path / "papers").glob("*/report.md")
+    assert f"Evaluation: wikitext2 ({count * 512} tokens, gptq protocol)" in markdown.read_text()
+    monkeypatch.setenv("QUANTFORGE_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = mlflow_client()
+    identity = f"tags.`quantforge.identity` = '{variant['identity']}'"
+    runs = client.search_runs([experiment_id(client)], identity)
+    recorded = {(r.data.tags["quantforge.protocol"], r.data.tags["quantforge.evaluation_hash"]) for r in runs}
+    assert recorded == {("quantforge", report["evaluation_hash"]), ("gptq", papers["evaluation_hash"])}
+    lineages = {json.loads(r.data.tags["quantforge.lineage"])["protocol"] for r in runs}
+    assert lineages == {"quantforge", "gptq"}

@@ -153,6 +153,8 @@ class Lineage(BaseModel):
     # the precision the perplexity protocol asked for (QuantizeRequest.inference_precision): part of what a
     # record is reused for; None in records made before issue 19, which ran at OpenVINO's default
     inference_precision: str | None = None
+    # the perplexity protocol (QuantizeRequest.protocol): records made before it had one are quantforge's
+    protocol: str = "quantforge"
 
 
 class RecordedVariant(BaseModel):
