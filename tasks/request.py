@@ -130,6 +130,10 @@ class QuantizeRequest(BaseModel):
     def _check_protocol(self) -> "QuantizeRequest":
         if self.protocol == "quantforge":
             return self
+        if self.recipes == SEARCH:  # its KLD proxy takes the first windows of quantforge's protocol
+            raise ValueError(
+                f"`protocol` {self.protocol!r}: not with `recipes` {SEARCH!r} (quantforge's only)"
+            )
         if self.evaluation != PAPERS_DATASET:
             raise ValueError(
                 f"`protocol` {self.protocol!r} scores {PAPERS_DATASET}'s test split: not `evaluation` "

@@ -24,8 +24,9 @@ def test_run_help_shows_the_protocol_option():
             "`protocol` 'gptq' sets the windows (the model's context or 2048 tokens, every one): "
             "not with `window` 128, `max_eval_windows` 4",
         ),
+        (["--recipes", "search"], "`protocol` 'gptq': not with `recipes` 'search' (quantforge's only)"),
     ],
-    ids=["other-text", "own-windows"],
+    ids=["other-text", "own-windows", "search"],
 )
 def test_the_papers_protocol_refuses_what_it_decides_itself(options, line):
     result = runner.invoke(app, ["run", "org/model", "--protocol", "gptq", *options], terminal_width=200)
