@@ -84,7 +84,7 @@ def estimate(metrics: Metrics, baseline: Metrics) -> Estimates:
         if picks is None or len(window_sums) != windows:
             return Interval(value=value)
         means = mean_samples(np.asarray(window_sums, dtype=float), per_window, picks)
-        low, high = percentile_interval(transform(means))
+        low, high = percentile_interval(transform(means), windows)
         return Interval(value=value, low=low, high=high)
 
     nll = (scored.window_nll, baseline.perplexity.window_nll)

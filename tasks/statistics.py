@@ -2,7 +2,9 @@
 
 A window is the unit resampled: its tokens are scored in one pass and depend on each other, windows do
 not. The variant and its baseline are resampled together (the same windows in every resample), so
-what they share (a hard passage) cancels out of their difference.
+what they share (a hard passage) cancels out of their difference. On a handful of windows the bootstrap's
+spread is too narrow (it is the plug-in estimate, and normal where Student's t is right): its half-widths
+are widened by the small-sample factor (`small_sample_factor`).
 """
 
 import math
@@ -19,11 +21,22 @@ def resampled_windows(windows: int) -> np.ndarray:
     return np.random.default_rng(SEED).integers(0, windows, size=(RESAMPLES, windows))
 
 
-def percentile_interval(samples: np.ndarray) -> tuple[float, float]:
-    """The central CONFIDENCE share of the resampled statistic."""
+def small_sample_factor(windows: int) -> float:
+    """sqrt(n / (n - 1)) t(n - 1) / z: what turns the bootstrap's plug-in, normal half-width of a mean of
+    n windows into Student's t one (2.69 at 3 windows, 1.88 at 4, 1.13 at 15, 1.06 at 32, 1 in the limit)."""
+    from scipy.stats import norm, t
+
+    quantile = 1 - (1 - CONFIDENCE) / 2
+    return math.sqrt(windows / (windows - 1)) * float(t.ppf(quantile, windows - 1) / norm.ppf(quantile))
+
+
+def percentile_interval(samples: np.ndarray, windows: int) -> tuple[float, float]:
+    """The central CONFIDENCE share of the resampled statistic, each side's distance from the resamples'
+    median widened by the small-sample factor of `windows` (the bootstrap's skew is kept)."""
     tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.percentile(samples, [tail, 100 - tail])
-    return float(low), float(high)
+    low, middle, high = np.percentile(samples, [tail, 50, 100 - tail])
+    factor = small_sample_factor(windows)
+    return float(middle - factor * (middle - low)), float(middle + factor * (high - middle))
 
 
 def mean_samples(window_sums: np.ndarray, tokens_per_window: int, picks: np.ndarray) -> np.ndarray:
