@@ -331,9 +331,24 @@ def test_run_builds_the_request_the_options_say(requested):
     for name in QuantizeRequest.model_fields:
         assert getattr(request, name) == getattr(expected, name), name
         # one recipe replaces the set: test_optimum_options_build_one_recipe; `protocol` gptq sets the
-        # windows and the text itself: test_protocol_gptq
-        if name not in ("model", "recipe", "protocol"):
+        # windows and the text itself: test_protocol_gptq; the search's budget needs `--recipes search`:
+        # the test below
+        if name not in ("model", "recipe", "protocol", *SEARCH_FIELDS):
             assert getattr(request, name) != getattr(default, name), f"`{name}` not set"
+
+
+SEARCH_FIELDS = ("search_budget", "search_minutes", "search_windows")
+
+
+def test_run_builds_the_search_request_the_options_say(requested):
+    """`--recipes search` with its budget; the budget without the search is refused (exit 2)."""
+    budget = ["--search-budget", "5", "--search-minutes", "10", "--search-windows", "2"]
+    common = ["run", "org/model", "--calibration", "c4"]
+    assert runner.invoke(app, [*common, "--recipes", "search", *budget]).exit_code == 0
+    request = requested.pop()
+    assert (request.recipes, *(getattr(request, name) for name in SEARCH_FIELDS)) == ("search", 5, 10, 2)
+    refused = runner.invoke(app, [*common, "--recipes", "quick", "--search-budget", "5"])
+    assert refused.exit_code == 2 and "search_budget" in refused.output and not requested
 
 
 def test_optimum_options_build_one_recipe(requested):
