@@ -159,7 +159,7 @@ class QuantizeRequest(BaseModel):
         search_fields = ("search_budget", "search_minutes", "search_windows")
         given = [f for f in search_fields if getattr(self, f) != type(self).model_fields[f].default]
         if given and self.recipes != SEARCH:
-            raise ValueError(f"`{'`, `'.join(given)}` need(s) `recipes` {SEARCH!r}, got {self.recipes!r}")
+            raise ValueError(f"`{'`, `'.join(given)}`: only with `recipes` {SEARCH!r}, got {self.recipes!r}")
         return self
 
     @model_validator(mode="after")
