@@ -108,7 +108,7 @@ def test_the_front_is_of_the_fully_scored_smallest_first():
 
 
 def test_search_options_need_the_search():
-    with pytest.raises(ValueError, match="`search_budget` need"):
+    with pytest.raises(ValueError, match="`search_budget`: only with `recipes` .search."):
         QuantizeRequest(model="org/m", recipes="quick", search_budget=3)
 
 
