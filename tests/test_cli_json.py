@@ -17,6 +17,8 @@ from quantforge.cli import app
 from quantforge.core import atomic
 from quantforge.core.manifest import read_manifest
 from quantforge.tasks.recipes import available_sets, load_recipe_set
+from quantforge.tasks.search import DESCRIPTION as SEARCH_DESCRIPTION
+from quantforge.tasks.search import SEARCH
 from quantforge_testing.servers import free_port
 from quantforge_testing.tiny_models import tiny_model
 from tests.conftest import EVALUATION_TEXT
@@ -37,7 +39,8 @@ def test_recipes_as_json():
     listed = runner.invoke(app, ["recipes", "--json"])
     assert listed.exit_code == 0 and listed.stderr == ""
     assert json.loads(listed.stdout) == [
-        {"name": name, "description": load_recipe_set(name).description} for name in available_sets()
+        *({"name": name, "description": load_recipe_set(name).description} for name in available_sets()),
+        {"name": SEARCH, "description": SEARCH_DESCRIPTION},
     ]
     shown = runner.invoke(app, ["recipes", "quick", "--json"])
     assert shown.exit_code == 0 and shown.stderr == ""
