@@ -18,14 +18,12 @@ from quantforge.registry.run_links import link_hub_commits, link_mlflow_run
 from quantforge.registry.slo import slo_gate_task
 from quantforge.registry.variants import finish_flow_run, flow_run
 from quantforge.tasks.baselines import measure_baselines, run_baselines, run_toolchain
-from quantforge.tasks.datasets import calibration_samples_task, evaluation_windows_task, protocol_windows
-from quantforge.tasks.fetch import fetch_source_task
+from quantforge.tasks.inputs import run_inputs
 from quantforge.tasks.output import check_writable, write_output_task
 from quantforge.tasks.plan import plan
 from quantforge.tasks.report import RunReport, best_passing, compared, pareto_front
 from quantforge.tasks.request import QuantizeRequest
 from quantforge.tasks.resources import reserved_memory
-from quantforge.tasks.variants import variant_job
 
 
 @flow(name="quantize", flow_run_name="quantize {request.model}", validate_parameters=True)
@@ -35,45 +33,13 @@ def quantize_flow(request: QuantizeRequest) -> RunReport:
     started = time.perf_counter()
     recipes = request.selected_recipes()
     check_writable(request.output_dir)
-    source = fetch_source_task(
-        request.model,
-        request.revision,
-        trust_remote_code=request.trust_remote_code,
-        allow_pickle=request.allow_pickle,
-    )
-    window, max_windows = protocol_windows(
-        request.protocol, request.window, request.max_eval_windows, source.local_dir
-    )
-    evaluation = evaluation_windows_task(
-        request.evaluation, source.local_dir, window, max_windows, request.protocol
-    )
-    calibration = None
-    if any(r.data_aware for r in recipes):
-        calibration = calibration_samples_task(
-            request.calibration,
-            request.evaluation,
-            source.local_dir,
-            request.num_samples,
-            request.seq_len,
-            request.seed,
-        )
-    jobs = [
-        variant_job(
-            source,
-            r,
-            calibration,
-            evaluation,
-            request.new_tokens,
-            request.targets,
-            request.inference_precision,
-        )
-        for r in recipes
-    ]
+    source, evaluation, calibration, jobs = run_inputs(request, recipes)
     with flow_run(source.repo, source.sha) as mlflow_run:
         link_mlflow_run(mlflow_run, source.repo)
         decisions = plan(recipes, lookup_records(jobs), request.gates)
         to_make = [d.recipe for d in decisions if d.make]
         baselines, backend_baseline_ppl = {}, {}
+        window = evaluation.windows.shape[1]
         with reserved_memory(source.local_dir, window) if to_make else contextlib.nullcontext():
             if to_make:
                 baselines, backend_baseline_ppl = measure_baselines(to_make, source, evaluation, request)

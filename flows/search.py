@@ -19,9 +19,9 @@ from quantforge.registry.run_links import link_mlflow_run
 from quantforge.registry.variants import finish_flow_run, flow_run
 from quantforge.tasks.backends import BACKENDS
 from quantforge.tasks.baselines import measure_baselines, run_toolchain
-from quantforge.tasks.datasets import calibration_samples_task, evaluation_windows_task
-from quantforge.tasks.fetch import fetch_source_task
+from quantforge.tasks.datasets import evaluation_windows_task
 from quantforge.tasks.gate import effective_limits
+from quantforge.tasks.inputs import run_inputs
 from quantforge.tasks.output import check_writable, write_output_task
 from quantforge.tasks.plan import plan
 from quantforge.tasks.report import RunReport, best_passing, compared, pareto_front
@@ -36,7 +36,7 @@ from quantforge.tasks.search import (
     non_dominated,
     proxy_kld,
 )
-from quantforge.tasks.variants import decided, make_variant, variant_job
+from quantforge.tasks.variants import decided, make_variant
 
 
 @flow(name="search", flow_run_name="search {request.model}", validate_parameters=True)
@@ -48,37 +48,10 @@ def search_flow(request: QuantizeRequest) -> RunReport:
     last_start = started + PROXY_SHARE * minutes * 60 if minutes is not None else math.inf
     candidates = request.selected_recipes()
     check_writable(request.output_dir)
-    source = fetch_source_task(
-        request.model,
-        request.revision,
-        trust_remote_code=request.trust_remote_code,
-        allow_pickle=request.allow_pickle,
-    )
-    evaluation = evaluation_windows_task(
-        request.evaluation, source.local_dir, request.window, request.max_eval_windows
-    )
+    source, evaluation, _, made_jobs = run_inputs(request, candidates)
+    jobs = {job.recipe.name: job for job in made_jobs}
     proxy_count = min(request.search_windows, request.max_eval_windows)
     proxy = evaluation_windows_task(request.evaluation, source.local_dir, request.window, proxy_count)
-    calibration = calibration_samples_task(
-        request.calibration,
-        request.evaluation,
-        source.local_dir,
-        request.num_samples,
-        request.seq_len,
-        request.seed,
-    )
-    jobs = {
-        r.name: variant_job(
-            source,
-            r,
-            calibration,
-            evaluation,
-            request.new_tokens,
-            request.targets,
-            request.inference_precision,
-        )
-        for r in candidates
-    }
     with flow_run(source.repo, source.sha) as mlflow_run:
         link_mlflow_run(mlflow_run, source.repo)
         with reserved_memory(source.local_dir, request.window):
