@@ -84,6 +84,23 @@ def prefect_harness():
         yield
 
 
+@pytest.fixture
+def requested(monkeypatch) -> list:
+    """The requests `quantforge run` builds, caught before any work (its flow is never started)."""
+    import typer
+
+    from quantforge import cli
+
+    caught = []
+
+    def catch(request, verbose: bool = False):
+        caught.append(request)
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(cli, "run_flow", catch)
+    return caught
+
+
 @pytest.fixture(scope="module")
 def prefect_env(tmp_path_factory):
     """A `prefect server` for one test module's commands: the environment that points them at it."""

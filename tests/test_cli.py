@@ -270,19 +270,6 @@ def test_help_describes_every_argument(command, described):
         assert line in squashed(result.output)
 
 
-@pytest.fixture
-def requested(monkeypatch):
-    """The request `quantforge run` builds, caught before any work."""
-    caught = []
-
-    def catch(request, verbose: bool = False):
-        caught.append(request)
-        raise typer.Exit(0)
-
-    monkeypatch.setattr(cli, "run_flow", catch)
-    return caught
-
-
 def test_run_builds_the_request_the_options_say(requested):
     from quantforge.tasks import recipes
     from quantforge.tasks.gate import GateLimits

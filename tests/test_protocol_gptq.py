@@ -1,10 +1,8 @@
 """`--protocol gptq` on the command line: shown in `run --help`, refused in one line with what it sets."""
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from quantforge import cli
 from quantforge.cli import app
 from quantforge.tasks.model_card import dataset_ref
 
@@ -15,19 +13,6 @@ def test_run_help_shows_the_protocol_option():
     result = runner.invoke(app, ["run", "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert "--protocol" in result.output and "[quantforge|gptq]" in result.output
-
-
-@pytest.fixture
-def requested(monkeypatch) -> list:
-    """The requests `quantforge run` builds, caught before any work."""
-    caught = []
-
-    def catch(request, verbose: bool = False):
-        caught.append(request)
-        raise typer.Exit(0)
-
-    monkeypatch.setattr(cli, "run_flow", catch)
-    return caught
 
 
 def test_run_builds_a_gptq_request(requested):
