@@ -104,12 +104,21 @@ def decided(
     return metrics, baseline, verdict
 
 
+# An estimate of the tokens needed beyond this many times the whole text: not worth scoring the rest (a
+# variant on its limit asked for 4.9 M tokens after 12 of GPL-3's 15 windows, 7,665 tokens).
+BEYOND_THE_TEXT = 4
+
+
 def more_windows(verdict: Verdict, windows: int, available: int, tokens_per_window: int) -> int | None:
     """How many windows the next round of an inconclusive verdict scores: as many as its estimate of the
     tokens needed, a fifth more (the estimate is rough), else twice as many; at least one more, at most
-    what the text has. None when the text has no more."""
-    if windows >= available:
-        return None
+    what the text has. None when the text has no more, or when the estimate is more than
+    BEYOND_THE_TEXT times all of it: the rest of the text cannot decide, and the verdict already says
+    how many tokens would."""
     needed = verdict.tokens_needed
+    if windows >= available or (
+        needed is not None and needed > BEYOND_THE_TEXT * available * tokens_per_window
+    ):
+        return None
     wanted = 2 * windows if needed is None else math.ceil(1.2 * needed / tokens_per_window)
     return min(available, max(windows + 1, wanted))

@@ -24,7 +24,7 @@ from quantforge.tasks.gate import GateLimits, estimate, judge
 from quantforge.tasks.generation import NEW_TOKENS, PROMPTS
 from quantforge.tasks.report import quality_cells
 from quantforge.tasks.statistics import small_sample_factor, tokens_to_decide
-from quantforge.tasks.variants import more_windows
+from quantforge.tasks.variants import BEYOND_THE_TEXT, more_windows
 
 VOCAB, LENGTH, WINDOWS = 500, 129, 8
 
@@ -405,11 +405,16 @@ def test_a_run_reports_and_records_divergence_with_intervals(bundled_model, pref
 AVAILABLE = 200  # windows in the made-up evaluation text
 
 
-def test_more_windows_follows_the_estimate_else_doubles_and_stops_at_the_end_of_the_text():
+def test_more_windows_follows_the_estimate_else_doubles_and_stops_where_the_text_cannot_decide():
     undecided = Verdict(outcome="INCONCLUSIVE", reasons=["INCONCLUSIVE: ..."], tokens_needed=50 * TOKENS)
     assert more_windows(undecided, 32, AVAILABLE, TOKENS) == 60  # a fifth more than the 50 asked
     assert more_windows(undecided, 32, 40, TOKENS) == 40  # the text has no more
     assert more_windows(undecided, 60, AVAILABLE, TOKENS) == 61  # at least one more
+    whole_text = BEYOND_THE_TEXT * AVAILABLE * TOKENS
+    at_most = undecided.model_copy(update={"tokens_needed": whole_text})
+    assert more_windows(at_most, 32, AVAILABLE, TOKENS) == AVAILABLE
+    beyond = undecided.model_copy(update={"tokens_needed": whole_text + 1})
+    assert more_windows(beyond, 32, AVAILABLE, TOKENS) is None  # the rest of the text cannot decide
     on_the_limit = undecided.model_copy(update={"tokens_needed": None})
     assert more_windows(on_the_limit, 32, AVAILABLE, TOKENS) == 64
     assert more_windows(on_the_limit, AVAILABLE, AVAILABLE, TOKENS) is None
