@@ -23,7 +23,7 @@ import yaml
 
 from quantforge.core.errors import QuantforgeError
 from quantforge.tasks.watchlist import WatchEntry, load_watchlist
-from quantforge_testing.servers import prefect_redis_settings
+from quantforge_testing.servers import MLFLOW_SERVER_SETTINGS, prefect_redis_settings
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 COMPOSE_SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
@@ -145,6 +145,7 @@ def test_compose_runs_what_the_stack_test_runs():
     assert mlflow[mlflow.index("--artifacts-destination") + 1] == "s3://mlflow/artifacts"
     assert "mlflow:5000" in mlflow[mlflow.index("--allowed-hosts") + 1].split(",")  # the worker's Host
     assert worker["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert MLFLOW_SERVER_SETTINGS.items() <= services["mlflow"]["environment"].items()
     assert services["minio"]["image"].startswith("quay.io/minio/minio:RELEASE.")  # Docker Hub has none
 
 
@@ -227,6 +228,7 @@ def test_kubernetes_runs_what_the_stack_test_runs():
     (mlflow,) = documents["Deployment/mlflow"]["spec"]["template"]["spec"]["containers"]
     assert "--allowed-hosts=$(MLFLOW_SERVER_ALLOWED_HOSTS)" in mlflow["args"]
     assert "mlflow.quantforge.svc:5000" in servers["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert MLFLOW_SERVER_SETTINGS.items() <= servers.items()
     assert {"Service/prefect-api", "Service/mlflow", "Service/redis"} <= set(documents)
 
 

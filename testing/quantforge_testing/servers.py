@@ -250,6 +250,13 @@ class S3Server(Service):
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
+# MLflow 3's server starts a job runner and six huey consumers (GenAI scorers, trace rollups) beside
+# itself when its store is a database; quantforge runs no MLflow job. Measured on this 2-core host, one
+# sqlite server 20 s after start: 10 processes, 36.6 s of CPU, 2.4 GiB RSS with them; 2, 7.6 s, 0.5 GiB
+# without. compose.yaml and k8s/servers.yaml set the same (tests/test_infra.py checks).
+MLFLOW_SERVER_SETTINGS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 class MlflowServer(Service):
     """`mlflow server` with served artifacts: by default on sqlite with the artifacts under `root`
     (restartable on the same data), or on `backend_store_uri` (e.g. PostgreSQL) and
@@ -285,7 +292,7 @@ class MlflowServer(Service):
             *(("--allowed-hosts", allowed_hosts) if allowed_hosts else ()),
             *extra_args,
         ]
-        super().__init__(root, command, {**os.environ, **env} if env else None)
+        super().__init__(root, command, {**os.environ, **MLFLOW_SERVER_SETTINGS, **(env or {})})
 
     @classmethod
     def with_basic_auth(
@@ -447,5 +454,7 @@ class PrefectWorker(Service):
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
             "QUANTFORGE_WORK_POOL": pool,
             "QUANTFORGE_WORKER_NAME": name,
+            # Scheduled runs picked up within a second, not Prefect's 10: tests wait on runs, not polls.
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
         }
         super().__init__(root / name, command, {**os.environ, **server.client_env, **script_env, **env})
