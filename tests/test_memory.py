@@ -14,7 +14,10 @@ import pytest
 
 from quantforge.core.child_process import in_child_process
 from quantforge.core.errors import QuantforgeError
+from quantforge.core.manifest import is_intact
 from quantforge.core.mapped_files import pages_handed_back, read_only_mappings
+from quantforge.tasks.export import IR_BIN
+from quantforge_testing.tiny_models import tiny_model
 
 MIB = 2**20
 
@@ -114,3 +117,33 @@ def _record_and_wait(pid_file: str) -> None:
 def _wait_forever(pid_file: str) -> None:
     Path(pid_file).write_text(str(os.getpid()))
     signal.pause()
+
+
+# A process that exports a source counted as large (the threshold at 0), then says whether it ever
+# imported optimum's exporters itself.
+EXPORT_AS_LARGE = """
+import sys
+import quantforge.tasks.export as export
+from quantforge.tasks.fetch import fetch_source
+export.EXPORT_APART_FROM_PARAMETERS = 0
+ir = export.export_baseline(fetch_source(sys.argv[1]), "fp16", "toolchain")
+print(ir.path, "optimum.exporters.openvino" in sys.modules)
+"""
+
+
+@pytest.mark.model
+def test_a_large_sources_export_runs_in_a_child_process(bundled_model, tmp_path):
+    """From EXPORT_APART_FROM_PARAMETERS on, the export's libraries and allocations stay in a child
+    process: the IR is made and intact, and the exporting process never imported optimum's exporters."""
+    model = tiny_model("llama", tmp_path / "tiny-llama", bundled_model)
+    done = subprocess.run(
+        [sys.executable, "-c", EXPORT_AS_LARGE, str(model)],
+        env={**os.environ, "QUANTFORGE_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    path, imported = done.stdout.splitlines()[-1].rsplit(" ", 1)  # the child's libraries print too
+    assert is_intact(Path(path)) and (Path(path) / IR_BIN).stat().st_size > 100_000
+    assert imported == "False"
