@@ -106,7 +106,7 @@ def test_registry_commands_as_json(registered, tmp_path, monkeypatch):
 
 
 @pytest.mark.model
-def test_run_shows_progress_and_logs_to_a_file(bundled_model, tmp_path):
+def test_run_shows_progress_and_logs_to_a_file(bundled_model, prefect_env, tmp_path):
     """A tiny Llama, one recipe in optimum-cli's words whose variant fails its size gate (exit 1), through
     pipes (not a terminal). `--json`: report.json's content on stdout; on stderr one plain line per status
     change and nothing of Prefect's or nncf's, which go to OUTPUT_DIR/quantforge.log. Again with `-v`: the
@@ -116,8 +116,8 @@ def test_run_shows_progress_and_logs_to_a_file(bundled_model, tmp_path):
     output = tmp_path / "out"
     env = {
         **os.environ,
+        **prefect_env,  # the module's Prefect server: no run pays for starting an ephemeral one
         "QUANTFORGE_HOME": str(tmp_path / "home"),
-        "PREFECT_HOME": str(tmp_path / "prefect"),  # its own ephemeral server's database
         "PREFECT_LOGGING_LEVEL": "INFO",
     }
 

@@ -19,7 +19,7 @@ def test_openvino_baseline_matches_pytorch_within_half_a_percent(bundled_model):
     from transformers import AutoModelForCausalLM
 
     source = fetch_source(str(bundled_model))
-    windows = evaluation_windows(str(EVALUATION_TEXT), source.local_dir, 512, 8)
+    windows = evaluation_windows(str(EVALUATION_TEXT), source.local_dir, 512, 4)  # numerics, not statistics
     baseline = export_ir(source, "fp16")
     ov_ppl = perplexity(baseline.path, windows).ppl
 
