@@ -303,6 +303,9 @@ def test_compose_servers_answer_only_credentials():
     assert used <= example, used - example
     config = (INFRA / "mlflow-auth.ini").read_text()
     assert "database_uri = sqlite:////var/lib/mlflow-auth/" in config  # on the mlflow-auth volume
+    # A password checked once per 30 s per server worker, not on every request; a changed one refused
+    # by every worker within that time.
+    assert "\nauth_cache_ttl_seconds = 30\n" in config
     assert "mlflow-auth:/var/lib/mlflow-auth" in services["mlflow"]["volumes"]
 
 

@@ -2,6 +2,7 @@
 API and background services apart on PostgreSQL and Redis), `prefect worker`, and what production runs them
 on: PostgreSQL, Redis and an S3 endpoint (moto's server mode)."""
 
+import configparser
 import contextlib
 import os
 import pwd
@@ -255,6 +256,8 @@ class S3Server(Service):
 # sqlite server 20 s after start: 10 processes, 36.6 s of CPU, 2.4 GiB RSS with them; 2, 7.6 s, 0.5 GiB
 # without. compose.yaml and k8s/servers.yaml set the same (tests/test_infra.py checks).
 MLFLOW_SERVER_SETTINGS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# The basic-auth configuration compose and k8s mount (this package sits beside infra/ in the repository).
+MLFLOW_AUTH_CONFIG = Path(__file__).resolve().parents[2] / "infra" / "mlflow-auth.ini"
 
 
 class MlflowServer(Service):
@@ -298,17 +301,16 @@ class MlflowServer(Service):
     def with_basic_auth(
         cls, root: Path, admin_password: str, env: dict[str, str] | None = None, **options: str
     ) -> "MlflowServer":
-        """`--app-name basic-auth`, its users in `root`; the one user, `admin`, has `admin_password`;
-        `options` are the other keyword arguments (the stores, the allowed hosts)."""
+        """`--app-name basic-auth` with infra/mlflow-auth.ini, the configuration production runs, but its
+        users in `root`; the one user, `admin`, has `admin_password`; `options` are the other keyword
+        arguments (the stores, the allowed hosts)."""
         root.mkdir(parents=True, exist_ok=True)
+        shipped = configparser.ConfigParser()
+        shipped.read_string(MLFLOW_AUTH_CONFIG.read_text())
+        shipped["mlflow"]["database_uri"] = f"sqlite:///{root / 'auth.db'}"
         config = root / "basic_auth.ini"
-        config.write_text(
-            "[mlflow]\n"
-            "default_permission = READ\n"
-            f"database_uri = sqlite:///{root / 'auth.db'}\n"
-            "admin_username = admin\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        )
+        with config.open("w") as out:
+            shipped.write(out)
         auth_env = {
             "MLFLOW_AUTH_CONFIG_PATH": str(config),
             "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
