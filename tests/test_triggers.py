@@ -22,6 +22,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from quantforge.core.manifest import MANIFEST_FILE, Manifest
+from quantforge.registry.releases import RELEASES_EXPERIMENT
+from quantforge.registry.variants import TAG
 from quantforge.tasks.resources import memory_slots
 from quantforge.tasks.watchlist import load_watchlist
 from quantforge_testing.hub import HubServer
@@ -235,12 +237,24 @@ def release_events(prefect_server: PrefectServer, repo: str) -> list[dict]:
     return page["events"]
 
 
-def announced(prefect_server: PrefectServer, repo: str, count: int) -> list[str]:
-    """The announced shas of `repo`, newest first, once `count` have arrived (the server stores events in
-    batches); a few seconds more are given for any unexpected extra one to show up."""
-    wait_for(lambda: len(release_events(prefect_server, repo)) >= count, 60, f"{count} release events")
-    time.sleep(5)
-    return [e["payload"]["sha"] for e in release_events(prefect_server, repo)]
+def announced(stack: Stack, repo: str, count: int) -> list[str]:
+    """The announced shas of `repo`, newest first. The watcher records each event's id in MLflow as it
+    emits it (registry/releases.py): `count` records, then the server holding exactly those events (it
+    stores events in batches), are the states waited on."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(stack.mlflow.url)
+    experiment = client.get_experiment_by_name(RELEASES_EXPERIMENT)
+    records = client.search_runs([experiment.experiment_id], f"tags.`{TAG}source_repo` = '{repo}'")
+    recorded = {r.data.tags[f"{TAG}event_id"] for r in records}
+    assert len(recorded) == count, recorded
+    events = wait_for(
+        lambda: (e := release_events(stack.prefect, repo)) and {x["id"] for x in e} >= recorded and e,
+        60,
+        f"the {count} recorded release events on the server",
+    )
+    assert {e["id"] for e in events} == recorded
+    return [e["payload"]["sha"] for e in events]
 
 
 def new_commit(hub: HubServer, folder: Path, seed: int) -> str:
@@ -398,7 +412,7 @@ def test_new_commits_trigger_exactly_one_run_each(stack, bundled_model, tmp_path
 
     with start_worker(stack, "worker-a"):
         run_watcher(prefect_server)
-        assert announced(prefect_server, "quantforge-test/watched", 1) == [first_sha]
+        assert announced(stack, "quantforge-test/watched", 1) == [first_sha]
         runs = new_runs(prefect_server, before, 1, 300)
         assert [r["state"]["type"] for r in runs] == ["COMPLETED"]
         (version,) = mlflow.search_model_versions("name = 'watched--int8-asym'")
@@ -415,7 +429,7 @@ def test_new_commits_trigger_exactly_one_run_each(stack, bundled_model, tmp_path
         second_sha = new_commit(hub, folder, seed=1)
         run_watcher(prefect_server)
         # two, not three: the quiet poll announced nothing
-        assert announced(prefect_server, "quantforge-test/watched", 2) == [second_sha, first_sha]
+        assert announced(stack, "quantforge-test/watched", 2) == [second_sha, first_sha]
         runs = new_runs(prefect_server, before, 2, 300)
         assert sorted(r["state"]["type"] for r in runs) == ["COMPLETED", "COMPLETED"]
         shas = {
