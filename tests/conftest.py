@@ -18,13 +18,27 @@ EVALUATION_TEXT = LICENSES / "GPL-3"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Hub client settings are read when huggingface_hub is imported, so set them before collection."""
+    """Hub client settings are read when huggingface_hub is imported, so set them before collection; so
+    is each pytest-xdist worker's share of the CPUs, which torch and OpenVINO size their threads by."""
+    pin_to_own_cpus()
     os.environ.setdefault("HF_HUB_DISABLE_XET", "1")  # the local Hub endpoint speaks plain LFS
     # A Hub cache of this session only, removed at the end; each pytest-xdist worker gets its own (the
     # cache is keyed by repo id, not by endpoint, and each worker runs its own local Hub servers).
     if "HF_HOME" not in os.environ or os.environ.get("QUANTFORGE_TEST_HF_HOME") == os.environ["HF_HOME"]:
         config.hf_home = tempfile.mkdtemp(prefix="quantforge-test-hf-home-")
         os.environ["HF_HOME"] = os.environ["QUANTFORGE_TEST_HF_HOME"] = config.hf_home
+
+
+def pin_to_own_cpus() -> None:
+    """Each pytest-xdist worker, and the servers and processes it starts (they inherit the mask), on its
+    own share of the CPUs. Unpinned, two workers each ran torch's and OpenVINO's threads on both of the
+    two cores, and a parallel step waited on its thread that the other worker had the core of: two
+    concurrent processes of quantize runs took 347 s unpinned and 299 s pinned (docs/decisions.md)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    cpus = sorted(os.sched_getaffinity(0))
+    if worker is None or count is None or len(cpus) < int(count):
+        return
+    os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw")) :: int(count)])
 
 
 # The modules that take minutes, longest first (`--durations` of the suite on this 2-core host:
