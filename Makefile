@@ -38,9 +38,10 @@ demo: install
 	$(VENV)/bin/quantforge demo --recipes default \
 		--calibration $(CALIBRATION_TEXT) --evaluation $(EVALUATION_TEXT) --output-dir quantforge-output
 
-# Two pytest-xdist workers (this machine's two cores), a test file per worker at a time: files share
-# their module fixtures (servers, a sweep) and much of a test is waiting on processes and servers. Files
-# are handed out in collection order, which tests/conftest.py makes longest first (LONGEST_FIRST).
+# Two pytest-xdist workers (this machine's two cores, one each: tests/conftest.py pins them), a test
+# file per worker at a time: files share their module fixtures (servers, a sweep) and much of a test is
+# waiting on processes and servers. Files are handed out in collection order, which tests/conftest.py
+# makes longest first (LONGEST_FIRST).
 test: install redis
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
