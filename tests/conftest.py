@@ -31,9 +31,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pin_to_own_cpus() -> None:
     """Each pytest-xdist worker, and the servers and processes it starts (they inherit the mask), on its
-    own share of the CPUs. Unpinned, two workers each ran torch's and OpenVINO's threads on both of the
-    two cores, and a parallel step waited on its thread that the other worker had the core of: two
-    concurrent processes of quantize runs took 347 s unpinned and 299 s pinned (docs/decisions.md)."""
+    own share of the CPUs. Unpinned, each worker ran two torch or OpenVINO threads on the two cores, and a
+    parallel step waited for its thread while the other worker held that core: two processes of quantize
+    runs at once took 347 s unpinned and 299 s pinned (docs/decisions.md)."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     cpus = sorted(os.sched_getaffinity(0))
     if worker is None or count is None or len(cpus) < int(count):
