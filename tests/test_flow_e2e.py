@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
 @pytest.fixture(scope="module")
 def sweep(bundled_model, prefect_harness, tmp_path_factory):
-    """One default sweep but GPTQ, small calibration so it fits CI; the rerun's report beside it.
+    """One default sweep but ON_A_TINY_MODEL, small calibration so it fits CI; the rerun's report beside it.
 
     Evaluated on the first 8 windows of GPL-3, 4 in the first round: an inconclusive verdict is scored
     again on at most those 8 (on all 15, the rounds of `int8-asym` and `int4-awq-se` took 111 of the
