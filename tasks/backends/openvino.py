@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import shutil
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 # 30 GiB for an 8 B model. Such a baseline is scored with the INT8 copy (docs/decisions.md).
 INT8_BASELINE_FROM_PARAMETERS = 10**9
 INT8_LABEL = "original (OpenVINO IR, INT8 weight-only)"
+NNCF_STATISTICS = "nncf"  # the folder nncf dumps statistics into, inside `statistics_dir`
 PACKAGES = ("openvino", "openvino-tokenizers", "nncf", "optimum-intel", "optimum", "transformers", "torch")
 
 
@@ -223,6 +227,39 @@ def _check_with_optimum(recipe: Recipe) -> None:
     checked.touch()
 
 
+def statistics_dir(ir_dir: Path, calibration: TokenSet) -> Path:
+    """Where the calibration statistics of the IR at `ir_dir` on exactly these samples are kept."""
+    return ir_dir.with_name(f"{ir_dir.name}-statistics-{calibration.content_hash[:16]}")
+
+
+@contextlib.contextmanager
+def shared_statistics(ir_dir: Path, calibration: TokenSet, kwargs: dict[str, Any]) -> Iterator[None]:
+    """Point nncf's `statistics_path` at the statistics every data-aware INT4 recipe of this IR and
+    these samples shares: collected once (nncf then gathers what AWQ, scale estimation, LoRA correction
+    and every sensitivity metric need) and loaded by every later recipe, whose bytes do not change.
+
+    The first recipe collects them into a temporary folder that becomes `statistics_dir` only once its
+    compression succeeded, under a lock: a killed collection is never loaded, and a recipe that arrives
+    meanwhile waits and loads instead of collecting again.
+    """
+    target = statistics_dir(ir_dir, calibration)
+    with identity_lock(f"statistics--{ir_dir.parent.name}--{target.name}"):
+        if not is_intact(target):
+            discard(target)
+            with atomic_dir(target) as tmp:
+                # an absent folder: nncf collects the statistics, dumps them there, then compresses
+                kwargs["advanced_parameters"] = _with_statistics_path(kwargs, tmp / NNCF_STATISTICS)
+                yield
+                write_checksums(tmp)
+            return
+    kwargs["advanced_parameters"] = _with_statistics_path(kwargs, target / NNCF_STATISTICS)
+    yield  # loading needs no lock: a complete statistics folder is never rewritten
+
+
+def _with_statistics_path(kwargs: dict[str, Any], path: Path) -> Any:
+    return dataclasses.replace(kwargs["advanced_parameters"], statistics_path=str(path))
+
+
 def _calibration_dataset(model, samples: TokenSet):
     """nncf.Dataset of full-sequence inputs for the stateful IR (nncf resets the state per item)."""
     import nncf
@@ -250,9 +287,13 @@ def _compress(baseline_dir: Path, recipe: Recipe, calibration: TokenSet | None, 
     dataset = _calibration_dataset(model, calibration) if recipe.data_aware else None
     if dataset is not None:
         kwargs["subset_size"] = len(calibration.windows)
+    shared = function == "compress_weights" and recipe.bits == 4 and dataset is not None
     # nncf reads each source weight once: the pages read are handed back (1.5 against 3.8 GiB peak
     # for INT8 weights of a 1.2 B bf16 IR, the same bytes written).
-    with pages_handed_back(IR_BIN):
+    with (
+        shared_statistics(baseline_dir, calibration, kwargs) if shared else contextlib.nullcontext(),
+        pages_handed_back(IR_BIN),
+    ):
         if function == "quantize":
             compressed = nncf.quantize(model, calibration_dataset=dataset, **kwargs)
         else:
