@@ -12,14 +12,18 @@ swallow.
 once it has said `ready`, and writes one JSON line per template it starts and per template it refuses.
 """
 
+import hashlib
 import json
 import resource
 import select
 import subprocess
 import sys
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from quantforge.core.errors import QuantforgeError
+from quantforge.core.paths import data_dir
 
 # Real templates render in milliseconds; this is for all templates and shapes together, after start-up.
 RENDER_SECONDS = 5.0
@@ -71,9 +75,31 @@ SHAPES: dict[str, tuple[list[dict], dict[str, Any]]] = {
 
 def check_chat_templates(templates: dict[str, str], repo: str) -> None:
     """Refuse, in one line, a template that reaches for Python internals, asks for gigabytes, does not
-    finish rendering every shape within `RENDER_SECONDS`, or makes the renderer fail."""
+    finish rendering every shape within `RENDER_SECONDS`, or makes the renderer fail.
+
+    Templates that passed are remembered by their text and the checker (this module's code and
+    transformers' version): the renderer's start costs ~1.5 s, which a rerun of the same source would
+    otherwise pay every time. Refusals are not remembered: a refused source is checked again.
+    """
     if not templates:
         return
+    passed = _pass_record(templates)
+    if passed.exists():
+        return
+    _render_in_child(templates, repo)
+    passed.parent.mkdir(parents=True, exist_ok=True)
+    passed.touch()
+
+
+def _pass_record(templates: dict[str, str]) -> Path:
+    """The file that says these templates passed this checker."""
+    digest = hashlib.sha256(json.dumps(templates, sort_keys=True).encode())
+    digest.update(Path(__file__).read_bytes())
+    digest.update(version("transformers").encode())
+    return data_dir() / "templates-checked" / digest.hexdigest()
+
+
+def _render_in_child(templates: dict[str, str], repo: str) -> None:
     with subprocess.Popen(
         [sys.executable, *RENDERER],
         stdin=subprocess.PIPE,

@@ -154,3 +154,17 @@ def test_a_renderer_that_fails_is_one_line_naming_the_last_template(monkeypatch)
     assert message == (
         "`model`: chat template 'huge' of 'acme/m' made the renderer fail (exit 1: MemoryError); refused"
     )
+
+
+def test_templates_that_passed_are_not_rendered_again_but_changed_or_refused_ones_are(monkeypatch):
+    check_chat_templates({"default": CHATML}, "acme/m")  # renders (or was remembered by an earlier test)
+    recorded = chat_templates._pass_record({"default": CHATML})
+    assert recorded.is_file()
+
+    broken = "import sys; print('ready', flush=True); sys.stdin.read(); raise SystemExit(3)"
+    monkeypatch.setattr(chat_templates, "RENDERER", ("-c", broken))
+    check_chat_templates({"default": CHATML}, "acme/m")  # remembered: the broken renderer never starts
+    changed = {"default": CHATML + "\n"}
+    with pytest.raises(QuantforgeError, match=r"made the renderer fail \(exit 3"):
+        check_chat_templates(changed, "acme/m")
+    assert not chat_templates._pass_record(changed).exists()  # a refusal is checked again next time
