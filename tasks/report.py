@@ -1,6 +1,9 @@
 """report: the run's results as JSON, a markdown table, a Pareto plot and Prefect artifacts."""
 
+import hashlib
+import json
 import math
+import shutil
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -14,6 +17,7 @@ from quantforge.tasks.host import describe, same_machine
 from quantforge.tasks.search import SearchLog
 from quantforge.tasks.slo import SloReport, SloResult, slo_cell, slo_markdown
 
+PLOT = "pareto.png"
 OUTCOME_COLOURS = {"PASS": "tab:green", "INCONCLUSIVE": "tab:orange", "FAIL": "tab:red"}
 
 
@@ -285,17 +289,31 @@ def hosts(report: RunReport) -> dict[str, list[str]]:
     return by_host
 
 
-def pareto_plot(report: RunReport, path: Path) -> None:
-    """Size and decode speed against perplexity, the front joined by a line."""
+def pareto_plot(report: RunReport, path: Path, previous: Path | None = None) -> None:
+    """Size and decode speed against perplexity, the front joined by a line.
+
+    The plot at `previous` is copied instead when it was drawn from the same points: drawing costs
+    ~1.5 s of matplotlib, the largest step of a rerun that finds every variant registered.
+    """
+    points = [(f"baseline ({runtime})", b.metrics, "PASS") for runtime, b in report.baselines.items()] + [
+        (r.recipe, r.metrics, r.verdict.outcome) for r in report.variants
+    ]
+    front = sorted(
+        (r.metrics.size_mb, r.metrics.perplexity.ppl)
+        for r in report.variants
+        if r.recipe in report.pareto_front
+    )
+    drawn = [(n, m.size_mb, m.perplexity.ppl, m.speed and m.speed.tokens_per_second, o) for n, m, o in points]
+    description = "quantforge pareto " + hashlib.sha256(json.dumps([drawn, front]).encode()).hexdigest()
+    if previous is not None and _description(previous) == description:
+        shutil.copy2(previous, path)
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, (by_size, by_speed) = plt.subplots(1, 2, figsize=(11, 4.5))
-    points = [(f"baseline ({runtime})", b.metrics, "PASS") for runtime, b in report.baselines.items()] + [
-        (r.recipe, r.metrics, r.verdict.outcome) for r in report.variants
-    ]
     for name, metrics, outcome in points:
         colour = OUTCOME_COLOURS[outcome]
         ppl = metrics.perplexity.ppl
@@ -304,11 +322,6 @@ def pareto_plot(report: RunReport, path: Path) -> None:
         if metrics.speed:
             by_speed.scatter(metrics.speed.tokens_per_second, ppl, color=colour)
             by_speed.annotate(name, (metrics.speed.tokens_per_second, ppl), fontsize=8)
-    front = sorted(
-        (r.metrics.size_mb, r.metrics.perplexity.ppl)
-        for r in report.variants
-        if r.recipe in report.pareto_front
-    )
     if front:
         by_size.plot(*zip(*front, strict=True), linestyle="--", color="grey")
     by_size.set(
@@ -318,17 +331,29 @@ def pareto_plot(report: RunReport, path: Path) -> None:
     )
     by_speed.set(xlabel="decode tokens/s", ylabel="perplexity", title="speed vs perplexity")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, metadata={"Description": description})
     plt.close(figure)
 
 
-def write_report(report: RunReport, folder: Path) -> None:
-    """report.json, report.md and pareto.png into `folder`, plus Prefect artifacts when in a flow run."""
+def _description(plot: Path) -> str | None:
+    """The PNG's Description text (what `pareto_plot` drew it from); None for anything else."""
+    from PIL import Image
+
+    try:
+        with Image.open(plot) as image:
+            return getattr(image, "text", {}).get("Description")
+    except OSError:
+        return None
+
+
+def write_report(report: RunReport, folder: Path, previous: Path | None = None) -> None:
+    """report.json, report.md and pareto.png into `folder`, plus Prefect artifacts when in a flow run;
+    `previous` is the folder of the last report, whose plot is kept if nothing in it changed."""
     write_json(folder / "report.json", report.model_dump(mode="json"))
     if report.search is not None:
         write_json(folder / "search.json", report.search.model_dump(mode="json"))
     (folder / "report.md").write_text(markdown(report))
-    pareto_plot(report, folder / "pareto.png")
+    pareto_plot(report, folder / PLOT, previous / PLOT if previous and (previous / PLOT).is_file() else None)
     _prefect_artifacts(report)
 
 

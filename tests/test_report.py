@@ -195,3 +195,22 @@ def test_the_model_card_gives_the_intervals_and_the_divergence():
         update={"metrics": result.metrics.model_copy(update={"divergence": None})}
     )
     assert "KL divergence" not in model_card(no_divergence, manifest, baseline, context)
+
+
+def test_a_rewritten_report_keeps_the_plot_of_the_same_points_and_redraws_changed_ones(tmp_path):
+    from quantforge.tasks.output import write_output
+
+    report = report_of(judged([n + 10 for n in BASELINE_NLL], BASELINE_NLL))
+    folder = write_output(report, tmp_path)
+    plot = folder / "pareto.png"
+    drawn = plot.read_bytes()
+    assert drawn[:4] == b"\x89PNG" and b"quantforge pareto " in drawn
+
+    plot.write_bytes(drawn + b"kept")  # a marker a redrawing would lose (PNG readers ignore trailing bytes)
+    write_output(report.model_copy(update={"wall_seconds": 2.0}), tmp_path)
+    assert plot.read_bytes() == drawn + b"kept"
+
+    changed = report_of(judged([n + 40 for n in BASELINE_NLL], BASELINE_NLL))
+    write_output(changed, tmp_path)
+    assert plot.read_bytes()[:4] == b"\x89PNG" and not plot.read_bytes().endswith(b"kept")
+    assert plot.read_bytes() != drawn
