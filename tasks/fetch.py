@@ -1,6 +1,5 @@
 """fetch: a Hub id (pinned to a commit sha) or a local directory becomes a SourceModel on disk."""
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -20,6 +19,7 @@ from pydantic import BaseModel
 
 from quantforge.core.atomic import require_free_space
 from quantforge.core.errors import QuantforgeError, TransientError
+from quantforge.core.folder_digest import folder_digest
 from quantforge.core.hub import COMMIT_SHA, HostileAnswer, hub_api
 from quantforge.core.retries import IO_ERRORS, is_transient, only_io_errors
 from quantforge.tasks.chat_templates import check_chat_templates
@@ -83,13 +83,7 @@ def _from_directory(folder: Path, label: str) -> SourceModel:
             raise QuantforgeError(
                 f"`model`: {path.relative_to(folder)} in {folder} is a symlink out of the folder (refused)"
             )
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return SourceModel(repo=label, sha=digest.hexdigest(), local_dir=folder.resolve())
+    return SourceModel(repo=label, sha=folder_digest(folder), local_dir=folder.resolve())
 
 
 def _from_hub(repo: str, revision: str, *, trust_remote_code: bool, allow_pickle: bool) -> SourceModel:

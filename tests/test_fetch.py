@@ -2,13 +2,16 @@
 
 import json
 import math
+import os
 import shutil
 import struct
+import time
 import tracemalloc
 
 import pytest
 
 from quantforge.core.errors import QuantforgeError
+from quantforge.core.folder_digest import TICK_NS, folder_digest, record_path
 from quantforge.tasks.fetch import check_safetensors, fetch_source
 
 
@@ -26,6 +29,37 @@ def test_local_directory_identity_is_the_hash_of_its_files(model_copy):
     assert fetch_source(str(model_copy)).sha == first.sha
     (model_copy / "generation_config.json").write_text("{}")
     assert fetch_source(str(model_copy)).sha != first.sha
+
+
+def test_a_local_folder_is_hashed_again_only_when_a_file_changes_even_with_its_mtime_put_back(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "config.json").write_text("{}")
+    real = folder_digest(folder)
+    record = record_path(folder)
+
+    def recorded_as(sha: str, started_ns: int) -> None:
+        written = json.loads(record.read_text())
+        record.write_text(json.dumps({**written, "sha256": sha, "started_ns": started_ns}))
+
+    # A file changed within a clock tick of the hashing: the record is not trusted, the bytes are hashed.
+    newest_change = max(p.stat().st_ctime_ns for p in folder.iterdir())
+    recorded_as("f" * 64, newest_change + TICK_NS)
+    assert folder_digest(folder) == real
+    # Every file older than the hashing: the recorded digest is taken as it is, nothing is read.
+    recorded_as("f" * 64, time.time_ns() + 10**9)
+    assert folder_digest(folder) == "f" * 64
+    # Same size, mtime put back: the ctime moved, so the bytes are hashed again.
+    weights = folder / "model.safetensors"
+    before = weights.stat()
+    weights.write_bytes(b"WEIGHTS")
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_mtime_ns == before.st_mtime_ns
+    changed = folder_digest(folder)
+    assert changed not in (real, "f" * 64)
+    weights.write_bytes(b"weights")
+    assert folder_digest(folder) == real
 
 
 def test_bundled_model_is_a_llama_with_a_working_tokenizer(bundled_model):
