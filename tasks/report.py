@@ -293,7 +293,7 @@ def pareto_plot(report: RunReport, path: Path, previous: Path | None = None) -> 
     """Size and decode speed against perplexity, the front joined by a line.
 
     The plot at `previous` is copied instead when it was drawn from the same points: drawing costs
-    ~1.5 s of matplotlib, the largest step of a rerun that finds every variant registered.
+    ~1.5 s of matplotlib, which a rerun that finds every variant registered would otherwise repeat.
     """
     points = [(f"baseline ({runtime})", b.metrics, "PASS") for runtime, b in report.baselines.items()] + [
         (r.recipe, r.metrics, r.verdict.outcome) for r in report.variants
