@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from quantforge.core.errors import QuantforgeError
+from quantforge.core.pass_records import check_once
 from quantforge.core.paths import data_dir
 
 # Real templates render in milliseconds; this is for all templates and shapes together, after start-up.
@@ -81,14 +82,8 @@ def check_chat_templates(templates: dict[str, str], repo: str) -> None:
     transformers' version): the renderer's start costs ~1.5 s, which a rerun of the same source would
     otherwise pay every time. Refusals are not remembered: a refused source is checked again.
     """
-    if not templates:
-        return
-    passed = _pass_record(templates)
-    if passed.exists():
-        return
-    _render_in_child(templates, repo)
-    passed.parent.mkdir(parents=True, exist_ok=True)
-    passed.touch()
+    if templates:
+        check_once(_pass_record(templates), lambda: _render_in_child(templates, repo))
 
 
 def _pass_record(templates: dict[str, str]) -> Path:

@@ -31,7 +31,7 @@ def write_output(report: RunReport, output_dir: Path) -> Path:
         for variant in report.variants:
             if variant.path is not None:
                 link_files(variant.path, staging / "variants" / variant.recipe)
-        write_report(report, staging, previous=final if final.is_dir() else None)
+        write_report(report, staging, previous=final)
     return final
 
 

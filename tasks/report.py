@@ -336,7 +336,7 @@ def pareto_plot(report: RunReport, path: Path, previous: Path | None = None) -> 
 
 
 def _description(plot: Path) -> str | None:
-    """The PNG's Description text (what `pareto_plot` drew it from); None for anything else."""
+    """The PNG's Description text (what `pareto_plot` drew it from); None for anything else, or nothing."""
     from PIL import Image
 
     try:
@@ -353,7 +353,7 @@ def write_report(report: RunReport, folder: Path, previous: Path | None = None) 
     if report.search is not None:
         write_json(folder / "search.json", report.search.model_dump(mode="json"))
     (folder / "report.md").write_text(markdown(report))
-    pareto_plot(report, folder / PLOT, previous / PLOT if previous and (previous / PLOT).is_file() else None)
+    pareto_plot(report, folder / PLOT, previous / PLOT if previous else None)
     _prefect_artifacts(report)
 
 

@@ -26,7 +26,7 @@ def folder_digest(folder: Path) -> str:
     signature = [[p.relative_to(folder).as_posix(), *_stat(p)] for p in files]
     record = record_path(folder)
     recorded = _read(record)
-    newest_change = max((entry[3] for entry in signature), default=0)
+    newest_change = max((ctime for _, _, _, ctime, _, _ in signature), default=0)
     if (
         recorded.get("files") == signature
         and newest_change < recorded.get("started_ns", 0) - TICK_NS

@@ -22,6 +22,7 @@ from quantforge.core.errors import QuantforgeError
 from quantforge.core.locks import identity_lock
 from quantforge.core.manifest import CHECKSUMS_FILE, is_intact, write_checksums
 from quantforge.core.mapped_files import pages_handed_back
+from quantforge.core.pass_records import check_once
 from quantforge.core.paths import data_dir
 from quantforge.core.records import Metrics
 from quantforge.tasks.backends.base import Backend, Baseline, Job, Made, Runtime, write_manifest
@@ -220,11 +221,7 @@ def _check_with_optimum(recipe: Recipe) -> None:
     transformers, nncf), and a rerun whose variants are all registered never needs it otherwise.
     """
     checked = data_dir() / "recipes-checked" / f"{recipe.content_hash()}-{version('optimum-intel')}"
-    if checked.exists():
-        return
-    to_optimum_config(recipe)
-    checked.parent.mkdir(parents=True, exist_ok=True)
-    checked.touch()
+    check_once(checked, lambda: to_optimum_config(recipe))
 
 
 def statistics_dir(ir_dir: Path, calibration: TokenSet) -> Path:
