@@ -1,6 +1,9 @@
 """export: the source model to one OpenVINO IR per (source sha, dtype, toolchain), reused by every recipe."""
 
+import contextlib
+import gc
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -58,9 +61,24 @@ def export_baseline(source: SourceModel, dtype: ExportDtype, toolchain_hash: str
             if parameters >= EXPORT_APART_FROM_PARAMETERS:
                 in_child_process(f"export of {source.repo}", _export, source.local_dir, tmp, dtype)
             else:
-                _export(source.local_dir, tmp, dtype)
+                with _heap_frozen():
+                    _export(source.local_dir, tmp, dtype)
             write_checksums(tmp)
     return BaselineIR(path=target, dtype=dtype, usage=usage)
+
+
+@contextlib.contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """optimum's exporter runs gc.collect() four times per export. In the flow's process each full
+    collection walks every object its imports made (Prefect, MLflow, torch, transformers, nncf: ~670 k
+    objects, 0.42 s a collection on a 2-core AVX2 host) and more as a long process grows; frozen
+    (`gc.freeze`), those are skipped and the collections walk only what the export made, which is what
+    they are there to free (docs/decisions.md)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _export(model_dir: Path, out: Path, dtype: str) -> None:

@@ -231,32 +231,38 @@ def test_hub_down_leaves_the_version_unpublished_and_a_rerun_publishes_it(servic
 
 
 def test_mlflow_stopped_mid_run_fails_clearly_and_registers_nothing(services, bundled_model, tmp_path):
-    hub, _, root = services
+    """The module's server stops once the run has started, and starts again on the same database."""
+    hub, server, _ = services
     folder = tiny_model("llama", tmp_path / "tiny-llama-2", bundled_model, seed=1)
-    hub.seed_repo("quantforge-test/tiny-llama-2", folder)
-    with MlflowServer(root / "mlflow-stopped") as server, pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_TRACKING_URI", server.url)
-        client = mlflow_client()
+    sha = hub.seed_repo("quantforge-test/tiny-llama-2", folder)
+    client = mlflow_client()
+    this_source = f"tags.`quantforge.source_sha` = '{sha}'"
 
-        def stop_once_the_run_started() -> None:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                experiment = client.get_experiment_by_name("quantforge")
-                if experiment and client.search_runs([experiment.experiment_id]):
-                    server.stop()
-                    return
-                time.sleep(0.2)
+    def runs_of_this_source() -> list:
+        experiment = client.get_experiment_by_name("quantforge")
+        return client.search_runs([experiment.experiment_id], this_source) if experiment else []
 
-        stopper = threading.Thread(target=stop_once_the_run_started)
-        stopper.start()
+    def stop_once_the_run_started() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if runs_of_this_source():
+                server.stop()
+                return
+            time.sleep(0.2)
+
+    stopper = threading.Thread(target=stop_once_the_run_started)
+    stopper.start()
+    try:
         with pytest.raises(Exception, match=r"127\.0\.0\.1:\d+|Connection"):
             quantize_flow(request_for("quantforge-test/tiny-llama-2", tmp_path / "out"))
+    finally:
         stopper.join()
-        server.start()  # same database: what did the failed run leave?
-        assert client.search_model_versions("name = 'tiny-llama-2--int8-asym'") == []
-        experiment = client.get_experiment_by_name("quantforge")
-        runs = client.search_runs([experiment.experiment_id])
-        assert all(r.info.status != "FINISHED" for r in runs)
+        if server.process is None:  # stopped: start it again on the same database
+            server.start()
+    # What did the failed run leave?
+    assert client.search_model_versions("name = 'tiny-llama-2--int8-asym'") == []
+    runs = runs_of_this_source()
+    assert runs and all(r.info.status != "FINISHED" for r in runs)
     assert list((tmp_path / "out").iterdir()) == []
 
 

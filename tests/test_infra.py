@@ -10,7 +10,9 @@ vendors it (check_jsonschema/builtin_schemas/vendor/ in its wheel on PyPI).
 """
 
 import copy
+import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -351,3 +353,46 @@ def test_kubernetes_servers_answer_only_credentials():
         by_kind["ConfigMap"]["quantforge-servers"]["data"]
     )
     assert names <= DOCUMENTED, names - DOCUMENTED
+
+
+def test_uv_installs_from_the_sources_pip_is_configured_with():
+    """`make install` hands uv what `pip config list` names: a PIP_* variable over an [install] value over
+    a [global] one, each of several values its own option, constraint files kept, every index considered
+    as pip does."""
+    spec = importlib.util.spec_from_file_location("pip_sources", INFRA / "pip_sources.py")
+    pip_sources = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pip_sources)
+    listing = (  # the shape of pip 23's output on this machine, values changed
+        ":env:.default-timeout='180'\n"
+        ":env:.find-links='/opt/wheels'\n"
+        "global.constraint='/etc/xdg/pip/constraints.txt'\n"
+        "global.extra-index-url='file:///opt/pypi/simple file:///opt/pypi-more/simple'\n"
+        "global.find-links='/srv/old-wheels'\n"
+        "global.index-url='https://mirror.example.org/simple'\n"
+        "install.constraint='/srv/install-constraints.txt'\n"
+        "download.index-url='https://elsewhere.example.org/simple'\n"
+    )
+    assert pip_sources.uv_options(listing) == [
+        *("--index-strategy", "unsafe-best-match"),
+        *("--index-url", "https://mirror.example.org/simple"),
+        *("--extra-index-url", "file:///opt/pypi/simple"),
+        *("--extra-index-url", "file:///opt/pypi-more/simple"),
+        *("--find-links", "/opt/wheels"),
+        *("--constraint", "/srv/install-constraints.txt"),
+    ]
+    # pip's own listing: no configuration file, two sources in variables.
+    env = {
+        "PATH": os.environ["PATH"],
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_FIND_LINKS": "/srv/wheels",
+        "PIP_EXTRA_INDEX_URL": "file:///srv/a/simple file:///srv/b/simple",
+    }
+    printed = subprocess.run(
+        [sys.executable, str(INFRA / "pip_sources.py")], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert printed == [
+        *("--index-strategy", "unsafe-best-match"),
+        *("--extra-index-url", "file:///srv/a/simple"),
+        *("--extra-index-url", "file:///srv/b/simple"),
+        *("--find-links", "/srv/wheels"),
+    ]
