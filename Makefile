@@ -16,7 +16,7 @@ IPEX_VENV := .venv-ipex
 # Then quantforge and, a distribution of its own, its test support (testing/: the local Hub, the bundled
 # model, `quantforge demo`), both editable. pip installs the lock's uv, and uv the rest from the sources
 # pip is configured with (infra/pip_sources.py): 8 s with uv's cache empty, where pip took 157 s.
-UV_INSTALL := $(VENV)/bin/uv pip install --quiet --no-deps --python $(VENV)/bin/python
+UV_INSTALL := $(VENV)/bin/uv pip install --quiet --no-deps --compile-bytecode --python $(VENV)/bin/python
 
 $(VENV)/.installed: requirements.lock pyproject.toml testing/pyproject.toml infra/pip_sources.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,8 @@ install: $(VENV)/.installed $(if $(WITH_IPEX),ipex-env)
 # took 311 s with its cache warm (docs/decisions.md, "The suite's schedule").
 $(IPEX_VENV)/.installed: requirements-ipex.lock $(VENV)/.installed
 	test -x $(IPEX_VENV)/bin/python || $(VENV)/bin/uv venv --quiet --python $(PYTHON) $(IPEX_VENV)
-	$(VENV)/bin/uv pip install --quiet --no-deps --python $(IPEX_VENV)/bin/python -r requirements-ipex.lock
+	$(VENV)/bin/uv pip install --quiet --no-deps --compile-bytecode --python $(IPEX_VENV)/bin/python \
+		-r requirements-ipex.lock
 	touch $@
 
 ipex-env: $(IPEX_VENV)/.installed
